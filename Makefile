@@ -1,0 +1,78 @@
+# Threadline developer commands. `make run` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Secrets and per-machine settings live in an optional, git-ignored .env.
+-include .env
+export
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+RASA      := $(VENV)/bin/rasa
+STAMP     := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
+MODEL     := models/threadline.tar.gz
+TRAIN_SRC := config.yml domain.yml $(shell find data -name '*.yml' 2>/dev/null)
+export PYTHONPATH := $(CURDIR)
+# Keep TensorFlow quiet and deterministic across runs.
+export TF_CPP_MIN_LOG_LEVEL := 2
+export TF_DETERMINISTIC_OPS := 1
+export PYTHONHASHSEED := 0
+export SQLALCHEMY_SILENCE_UBER_WARNING := 1
+
+.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock scripts/find_python.sh
+	@PYBIN=$$(scripts/find_python.sh) || exit 1; \
+	 if [ ! -x $(PY) ]; then echo "creating $(VENV) with $$PYBIN"; $$PYBIN -m venv $(VENV) || exit 1; fi
+	$(PY) -m pip install --quiet --upgrade "pip==24.0"
+	$(PY) -m pip install --quiet --no-deps -r requirements.lock
+	$(PY) -m pip check
+	rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)  ## create .venv and install the exact locked versions
+
+$(MODEL): $(STAMP) $(TRAIN_SRC)
+	$(RASA) train --fixed-model-name threadline --out models
+	@touch $@
+
+train: $(MODEL)  ## train the model, only when config, domain or data changed
+
+run: $(MODEL)  ## start the whole stack on embedded defaults (Ctrl-C stops it)
+	$(PY) -m threadline.stack
+
+shell: $(MODEL)  ## talk to the bot in the terminal (starts the action server too)
+	$(PY) -m threadline.stack --shell
+
+validate: $(STAMP)  ## check domain, stories and rules for conflicts
+	$(RASA) data validate --fail-on-warnings
+
+test-unit: $(MODEL)  ## pytest: actions, data layer, redis, connectors, end-to-end
+	$(PY) -m pytest
+
+test-core: $(MODEL)  ## every test story must pass
+	$(RASA) test core --model $(MODEL) --stories tests/test_stories.yml \
+	  --fail-on-prediction-errors --out results/core
+
+test-nlu: $(MODEL)  ## held-out NLU evaluation, fails below the macro F1 target
+	$(RASA) test nlu --model $(MODEL) --nlu tests/nlu_test.yml --out results/nlu
+	$(PY) scripts/check_nlu.py results/nlu/intent_report.json
+
+test: validate test-unit test-core test-nlu  ## install, validate, train if needed, run every test
+
+test-services: $(MODEL)  ## the database and redis tests against REDIS_URL / DATABASE_URL
+	$(PY) -m pytest -m "services or e2e"
+
+bench: $(MODEL)  ## run the benchmarks under bench/ and print their figures
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lock:  ## re-resolve requirements.in into requirements.lock (needs the network)
+	@PYBIN=$$(scripts/find_python.sh) || exit 1; rm -rf /tmp/threadline-lock; \
+	 $$PYBIN -m venv /tmp/threadline-lock && /tmp/threadline-lock/bin/pip install -q "pip==24.0" && \
+	 /tmp/threadline-lock/bin/pip install -q -r requirements.in && \
+	 /tmp/threadline-lock/bin/pip freeze --exclude-editable > requirements.lock
+
+clean:  ## remove the venv, models and local state
+	rm -rf $(VENV) models results var
