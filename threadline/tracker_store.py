@@ -1,0 +1,260 @@
+"""A Redis tracker store that keeps each conversation as an append-only event log.
+
+Rasa's ``RedisTrackerStore`` keeps a conversation as one JSON document, reads
+and rewrites all of it on every turn, so a returning customer's turns get
+slower with every session. Here each conversation ``sid`` has three keys under
+``{key_prefix}:tracker:``:
+
+``ev:{sid}``  list of events, each the canonical JSON of ``event.as_dict()``
+              (sorted keys), in the order they were saved
+``ss:{sid}``  list of session offsets: ``0`` first, then the index of every
+              later ``ActionExecuted("action_session_start")``; it exists for
+              every saved conversation, even one without events
+``dg:{sid}``  set of digests of the stored events
+
+``save`` appends, in one Lua script, the tracker's events whose digest is not
+in the set yet, which is what Rasa's store does when it merges a saved tracker
+into the stored one (events compared by ``as_dict()``); two rasa instances
+saving the same conversation therefore never duplicate or lose events.
+``retrieve`` reads only from the last session offset, in one round trip, so
+its cost does not grow with the history.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from typing import Any, Dict, Iterable, List, Optional, Text
+from urllib.parse import quote
+
+import redis as redis_lib
+
+from rasa.core.brokers.broker import EventBroker
+from rasa.core.tracker_store import SerializedTrackerAsText, TrackerStore
+from rasa.shared.core.constants import ACTION_SESSION_START_NAME
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, Event, SlotSet, deserialise_events
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from threadline import redis_client
+
+logger = logging.getLogger(__name__)
+
+MERGED_FROM_SLOT = "identity_merged_from"
+# Attribute cached on events read from the store: (digest, stored JSON).
+_STORED = "_threadline_stored"
+
+# KEYS: events, session offsets, digests.
+# ARGV: ttl seconds (0: none), then per event: digest, json, "1" if it starts a session.
+_SAVE_LUA = """
+local ev, ss, dg = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', ss) == 0 then redis.call('RPUSH', ss, 0) end
+local n = redis.call('LLEN', ev)
+local added = 0
+for i = 2, #ARGV, 3 do
+  if redis.call('SADD', dg, ARGV[i]) == 1 then
+    redis.call('RPUSH', ev, ARGV[i + 1])
+    if ARGV[i + 2] == '1' and n > 0 then redis.call('RPUSH', ss, n) end
+    n = n + 1
+    added = added + 1
+  end
+end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ttl) end
+end
+return added
+"""
+
+# KEYS: events, session offsets. ARGV: max events (0: all), "1" for all sessions.
+_RETRIEVE_LUA = """
+local last = redis.call('LINDEX', KEYS[2], -1)
+if not last then return false end
+local first = 0
+if ARGV[2] ~= '1' then first = tonumber(last) end
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local tail = redis.call('LLEN', KEYS[1]) - limit
+  if tail > first then first = tail end
+end
+return redis.call('LRANGE', KEYS[1], first, -1)
+"""
+
+
+def _canonical(event: Event) -> str:
+    return json.dumps(event.as_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(encoded: bytes) -> str:
+    return hashlib.blake2b(encoded, digest_size=16).hexdigest()
+
+
+def _is_session_start(event: Event) -> bool:
+    return isinstance(event, ActionExecuted) and event.action_name == ACTION_SESSION_START_NAME
+
+
+def _url_from(host: Optional[Text], port: Optional[int], db: Optional[int],
+              username: Optional[Text], password: Optional[Text], use_ssl: bool) -> str:
+    """A Redis URL from rasa's endpoint fields; ``host`` may already be a URL."""
+    if not host:
+        return redis_client.redis_url()
+    if "://" in host:
+        return host
+    auth = ""
+    if password:
+        auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@"
+    scheme = "rediss" if use_ssl else "redis"
+    return f"{scheme}://{auth}{host}:{port or 6379}/{db or 0}"
+
+
+class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
+    """Tracker store keeping each conversation as an append-only event log in Redis.
+
+    Configured in ``endpoints.yml`` as ``type:
+    threadline.tracker_store.RedisEventLogTrackerStore`` with an optional
+    ``url`` (else ``REDIS_URL`` or the embedded server), ``key_prefix`` and
+    ``record_exp`` (retention in seconds, refreshed on every save). Retrieval
+    semantics are those of ``rasa.core.tracker_store.RedisTrackerStore``.
+    """
+
+    def __init__(
+        self,
+        domain: Optional[Domain] = None,
+        host: Optional[Text] = None,
+        port: Optional[int] = None,
+        db: Optional[int] = None,
+        username: Optional[Text] = None,
+        password: Optional[Text] = None,
+        event_broker: Optional[EventBroker] = None,
+        record_exp: Optional[float] = None,
+        key_prefix: Optional[Text] = "threadline",
+        use_ssl: bool = False,
+        redis: Optional[redis_lib.Redis] = None,
+        **kwargs: Any,
+    ) -> None:
+        """Connect to ``redis`` if given, else to the URL built from ``host`` & co."""
+        super().__init__(domain, event_broker, **kwargs)
+        self.red = redis or redis_client.get_client(
+            _url_from(host, port, db, username, password, use_ssl)
+        )
+        self.record_exp = int(record_exp) if record_exp else 0
+        self.key_prefix = f"{key_prefix or 'threadline'}:tracker:"
+        self._save_script = self.red.register_script(_SAVE_LUA)
+        self._retrieve_script = self.red.register_script(_RETRIEVE_LUA)
+
+    def _keys(self, sender_id: Text) -> List[str]:
+        base = self.key_prefix
+        return [f"{base}ev:{sender_id}", f"{base}ss:{sender_id}", f"{base}dg:{sender_id}"]
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        """Append the tracker's events that are not stored yet."""
+        await self.stream_events(tracker)
+        self.save_sync(tracker)
+
+    def save_sync(self, tracker: DialogueStateTracker) -> int:
+        """Blocking :meth:`save` without event streaming; returns the number of events added."""
+        args: List[Any] = [self.record_exp]
+        for event in tracker.events:
+            stored = event.__dict__.get(_STORED)
+            if stored is None:
+                text = _canonical(event).encode()
+                stored = (_digest(text), text)
+            args.extend((stored[0], stored[1], "1" if _is_session_start(event) else "0"))
+        return self._save_script(keys=self._keys(tracker.sender_id), args=args)
+
+    async def retrieve(self, sender_id: Text) -> Optional[DialogueStateTracker]:
+        """The conversation's latest session, or None if it was never saved."""
+        return self._retrieve(sender_id, all_sessions=False)
+
+    async def retrieve_full_tracker(self, conversation_id: Text) -> Optional[DialogueStateTracker]:
+        """The conversation with all its sessions, or None if it was never saved."""
+        return self._retrieve(conversation_id, all_sessions=True)
+
+    def _retrieve(self, sender_id: Text, all_sessions: bool) -> Optional[DialogueStateTracker]:
+        ev, ss, _ = self._keys(sender_id)
+        stored = self._retrieve_script(
+            keys=[ev, ss], args=[self.max_event_history or 0, "1" if all_sessions else "0"]
+        )
+        if stored is None:
+            logger.debug(f"Could not find tracker for conversation ID '{sender_id}'.")
+            return None
+        events = deserialise_events([json.loads(text) for text in stored])
+        if len(events) == len(stored):
+            for event, text in zip(events, stored):
+                # Lets save() skip re-serialising events that came from the store.
+                event.__dict__[_STORED] = (_digest(text), text)
+        return DialogueStateTracker.from_events(
+            sender_id, events, self.domain.slots, max_event_history=self.max_event_history
+        )
+
+    async def exists(self, conversation_id: Text) -> bool:
+        """Whether the conversation was ever saved (and has not expired)."""
+        return bool(self.red.exists(self._keys(conversation_id)[1]))
+
+    async def keys(self) -> Iterable[Text]:
+        """Ids of all stored conversations."""
+        marker = self.key_prefix + "ss:"
+        return [
+            key.decode()[len(marker):] if isinstance(key, bytes) else key[len(marker):]
+            for key in self.red.scan_iter(match=marker + "*", count=1000)
+        ]
+
+    async def delete(self, sender_id: Text) -> None:
+        """Forget the conversation."""
+        self.red.delete(*self._keys(sender_id))
+
+    async def merge_conversations(self, from_id: Text, into_id: Text) -> bool:
+        """See :meth:`merge_conversations_sync`."""
+        return self.merge_conversations_sync(from_id, into_id)
+
+    def merge_conversations_sync(self, from_id: Text, into_id: Text) -> bool:
+        """Move every event of ``from_id`` into ``into_id`` and delete ``from_id``.
+
+        The events of both are kept in timestamp order (ties keep their
+        order, ``into_id``'s first), session offsets are recomputed, and a
+        ``SlotSet("identity_merged_from", from_id)`` is appended. Runs as a
+        WATCH/MULTI transaction, retried if another writer touches either
+        conversation meanwhile. Returns False if ``from_id`` has no
+        conversation (nothing to merge).
+        """
+        if from_id == into_id:
+            return False
+        from_keys, into_keys = self._keys(from_id), self._keys(into_id)
+        while True:
+            with self.red.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*from_keys, *into_keys)
+                    if not pipe.exists(from_keys[1]):
+                        pipe.unwatch()
+                        return False
+                    stored = pipe.lrange(into_keys[0], 0, -1) + pipe.lrange(from_keys[0], 0, -1)
+                    ttl = max(pipe.ttl(into_keys[0]), pipe.ttl(from_keys[0]), self.record_exp)
+                    merged = self._merged_log(stored, from_id)
+                    pipe.multi()
+                    pipe.delete(*from_keys, *into_keys)
+                    pipe.rpush(into_keys[0], *[text for _, text, _ in merged])
+                    pipe.rpush(into_keys[1], 0, *[i for i, (_, _, start) in enumerate(merged) if start and i > 0])
+                    pipe.sadd(into_keys[2], *[digest for digest, _, _ in merged])
+                    if ttl > 0:
+                        for key in into_keys:
+                            pipe.expire(key, ttl)
+                    pipe.execute()
+                    return True
+                except redis_lib.WatchError:
+                    continue
+
+    @staticmethod
+    def _merged_log(stored: List[bytes], from_id: Text) -> List[tuple]:
+        """(digest, json, starts session) of the merged conversation's events."""
+        rows = []
+        for text in stored:
+            data = json.loads(text)
+            start = data.get("event") == "action" and data.get("name") == ACTION_SESSION_START_NAME
+            rows.append((data.get("timestamp") or 0.0, text, start))
+        rows.sort(key=lambda row: row[0])  # stable: ties keep their order
+        marker = _canonical(SlotSet(MERGED_FROM_SLOT, from_id, timestamp=time.time())).encode()
+        merged = [(_digest(text), text, start) for _, text, start in rows]
+        merged.append((_digest(marker), marker, False))
+        return merged
