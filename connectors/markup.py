@@ -1,0 +1,297 @@
+"""Markdown helpers shared by the output channels.
+
+The assistant's responses are written in a small, common subset of Markdown:
+``**bold**``, ``*italic*`` / ``_italic_``, ``~~strike~~``, ``inline code``,
+fenced code blocks, ``[links](https://...)``, ``# headings`` and ``*``/``-``
+bullets. ``parse`` turns that into a few spans; each platform renders the spans
+its own way (WhatsApp's ``*bold*`` / ``_italic_`` / ``~strike~``, Telegram's
+MarkdownV2 with everything else escaped). Splitting and title shortening for
+platform limits live here too.
+"""
+import re
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+ELLIPSIS = "\u2026"
+
+# --------------------------------------------------------------------------- spans
+
+
+@dataclass
+class Span:
+    """A piece of formatted text: ``kind`` is text, bold, italic, strike, code, pre or link."""
+
+    kind: str
+    text: str = ""
+    children: List["Span"] = field(default_factory=list)
+    url: str = ""
+    lang: str = ""
+
+
+# Leftmost match wins; at one position the first alternative wins, so bold
+# (**) is tried before italic (*).
+_INLINE = re.compile(
+    r"(?P<pre>```(?P<lang>[\w+-]*)\n?(?P<pre_body>.*?)```)"
+    r"|(?P<code>`(?P<code_body>[^`\n]+)`)"
+    r"|(?P<link>\[(?P<link_text>[^\]\n]+)\]\((?P<link_url>(?:[^()\s]|\([^()\s]*\))+)\))"
+    r"|(?P<bold>\*\*(?=\S)(?P<bold_body>.+?)(?<=\S)\*\*|(?<!\w)__(?=\S)(?P<bold2_body>.+?)(?<=\S)__(?!\w))"
+    r"|(?P<strike>~~(?=\S)(?P<strike_body>.+?)(?<=\S)~~)"
+    r"|(?P<italic>(?<![\w*])\*(?=[^\s*])(?P<italic_body>[^*\n]+?)(?<=\S)\*(?![\w*])"
+    r"|(?<![\w_])_(?=[^\s_])(?P<italic2_body>[^_\n]+?)(?<=\S)_(?![\w_]))",
+    re.DOTALL,
+)
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
+_BULLET = re.compile(r"^([ \t]*)[*+-][ \t]+(?=\S)", re.MULTILINE)
+
+
+def parse(markdown: str) -> List[Span]:
+    """Parse the assistant's Markdown subset into a list of spans."""
+    pieces = re.split(r"(```.*?```)", markdown or "", flags=re.DOTALL)
+    # Headings and bullets are line syntax; never touch them inside code fences.
+    source = "".join(
+        piece if piece.startswith("```") and piece.endswith("```") and len(piece) >= 6
+        else _BULLET.sub(r"\1• ", _HEADING.sub(r"**\1**", piece))
+        for piece in pieces
+    )
+    return _parse_inline(source)
+
+
+def _parse_inline(text: str) -> List[Span]:
+    spans: List[Span] = []
+    position = 0
+    for match in _INLINE.finditer(text):
+        if match.start() > position:
+            spans.append(Span("text", text[position:match.start()]))
+        position = match.end()
+        if match.group("pre") is not None:
+            spans.append(Span("pre", match.group("pre_body"), lang=match.group("lang") or ""))
+        elif match.group("code") is not None:
+            spans.append(Span("code", match.group("code_body")))
+        elif match.group("link") is not None:
+            spans.append(
+                Span("link", children=_parse_inline(match.group("link_text")), url=match.group("link_url"))
+            )
+        elif match.group("bold") is not None:
+            body = match.group("bold_body") or match.group("bold2_body")
+            spans.append(Span("bold", children=_parse_inline(body)))
+        elif match.group("strike") is not None:
+            spans.append(Span("strike", children=_parse_inline(match.group("strike_body"))))
+        else:
+            body = match.group("italic_body") or match.group("italic2_body")
+            spans.append(Span("italic", children=_parse_inline(body)))
+    if position < len(text):
+        spans.append(Span("text", text[position:]))
+    return spans
+
+
+def plain_text(spans: Sequence[Span]) -> str:
+    """The visible text of ``spans``, without any markup."""
+    out = []
+    for span in spans:
+        if span.kind in ("text", "code", "pre"):
+            out.append(span.text)
+        elif span.kind == "link":
+            inner = plain_text(span.children)
+            out.append(inner if inner == span.url else f"{inner} ({span.url})")
+        else:
+            out.append(plain_text(span.children))
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------- WhatsApp
+
+
+def to_whatsapp(markdown: str) -> str:
+    """Markdown to WhatsApp formatting: *bold*, _italic_, ~strike~, ```code```."""
+    return _render_whatsapp(parse(markdown))
+
+
+def _render_whatsapp(spans: Sequence[Span]) -> str:
+    marks = {"bold": "*", "italic": "_", "strike": "~"}
+    out = []
+    for span in spans:
+        if span.kind == "text":
+            out.append(span.text)
+        elif span.kind == "code":
+            out.append(f"`{span.text}`")
+        elif span.kind == "pre":
+            out.append(f"```{span.text}```")
+        elif span.kind == "link":
+            label = plain_text(span.children)
+            out.append(span.url if label == span.url else f"{label} ({span.url})")
+        else:
+            mark = marks[span.kind]
+            out.append(f"{mark}{_render_whatsapp(span.children)}{mark}")
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------- Telegram
+
+# Telegram Bot API, "MarkdownV2 style": outside entities these must be escaped;
+# so must the backslash itself, or "\x" would be read as an escaped "x".
+_V2_SPECIAL = set("_*[]()~`>#+-=|{}.!\\")
+_V2_CODE_SPECIAL = set("`\\")
+_V2_URL_SPECIAL = set(")\\")
+
+
+def _escape_with(text: str, special: set) -> str:
+    return "".join("\\" + char if char in special else char for char in text)
+
+
+def escape_markdown_v2(text: str, entity: Optional[str] = None) -> str:
+    """Escape ``text`` for Telegram MarkdownV2.
+
+    ``entity`` is None for ordinary text, ``"code"``/``"pre"`` inside code, or
+    ``"url"`` for the URL part of an inline link; each has its own rule.
+    """
+    if entity in ("code", "pre"):
+        return _escape_with(text, _V2_CODE_SPECIAL)
+    if entity in ("url", "text_link"):
+        return _escape_with(text, _V2_URL_SPECIAL)
+    return _escape_with(text, _V2_SPECIAL)
+
+
+def to_telegram_v2(markdown: str) -> str:
+    """Markdown to Telegram MarkdownV2: entities kept, every other special char escaped."""
+    return _render_v2(parse(markdown))
+
+
+def _render_v2(spans: Sequence[Span]) -> str:
+    marks = {"bold": "*", "italic": "_", "strike": "~"}
+    out: List[str] = []
+    for span in spans:
+        if span.kind == "text":
+            piece = escape_markdown_v2(span.text)
+        elif span.kind == "code":
+            piece = f"`{escape_markdown_v2(span.text, 'code')}`"
+        elif span.kind == "pre":
+            lang = f"{span.lang}\n" if span.lang else "\n"
+            piece = f"```{lang}{escape_markdown_v2(span.text, 'pre')}```"
+        elif span.kind == "link":
+            piece = f"[{_render_v2(span.children)}]({escape_markdown_v2(span.url, 'url')})"
+        else:
+            mark = marks[span.kind]
+            piece = f"{mark}{_render_v2(span.children)}{mark}"
+        if out and out[-1].endswith("_") and piece.startswith("_") and not out[-1].endswith("\\_"):
+            # Two italics back to back would read as "__" (underline); Telegram
+            # ignores a "\r" placed between them.
+            out.append("\r")
+        out.append(piece)
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------- splitting
+
+_SEPARATORS = (
+    re.compile(r"\n\s*\n"),          # paragraphs
+    re.compile(r"\n"),               # lines
+    re.compile(r"(?<=[.!?…])\s+"),   # sentences
+    re.compile(r"\s+"),              # words
+)
+
+
+def split_text(text: str, limit: int, length: Callable[[str], int] = len) -> List[str]:
+    """Split ``text`` into chunks of at most ``limit`` (by ``length``).
+
+    Prefers paragraph, then line, then sentence, then word boundaries; only a
+    single word longer than the limit is cut mid-word.
+    """
+    text = (text or "").strip()
+    if not text:
+        return []
+    if length(text) <= limit:
+        return [text]
+    return [chunk for chunk in _split(text, limit, 0, length) if chunk]
+
+
+def _split(text: str, limit: int, level: int, length: Callable[[str], int]) -> List[str]:
+    if length(text) <= limit:
+        return [text]
+    if level >= len(_SEPARATORS):
+        return _hard_cut(text, limit, length)
+    parts = _pieces(text, _SEPARATORS[level])
+    if len(parts) == 1:
+        return _split(text, limit, level + 1, length)
+    chunks: List[str] = []
+    current = ""
+    for separator, part in parts:
+        candidate = current + separator + part if current else part
+        if length(candidate) <= limit:
+            current = candidate
+            continue
+        if current:
+            chunks.append(current.strip())
+        if length(part) <= limit:
+            current = part
+        else:
+            pieces = _split(part, limit, level + 1, length)
+            chunks.extend(p.strip() for p in pieces[:-1])
+            current = pieces[-1]
+    if current.strip():
+        chunks.append(current.strip())
+    return chunks
+
+
+def _pieces(text: str, separator: "re.Pattern") -> List[tuple]:
+    """(separator before, piece) pairs, keeping the original separators."""
+    out = []
+    position = 0
+    before = ""
+    for match in separator.finditer(text):
+        out.append((before, text[position:match.start()]))
+        before = match.group(0)
+        position = match.end()
+    out.append((before, text[position:]))
+    return [(sep, piece) for sep, piece in out if piece]
+
+
+def _hard_cut(text: str, limit: int, length: Callable[[str], int]) -> List[str]:
+    chunks = []
+    while text:
+        size = min(len(text), limit)
+        while size > 1 and length(text[:size]) > limit:
+            size -= 1
+        chunks.append(text[:size])
+        text = text[size:]
+    return chunks
+
+
+# ---------------------------------------------------------------------- shortening
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters at a word boundary, with an ellipsis."""
+    text = " ".join((text or "").split())
+    if len(text) <= limit:
+        return text
+    if limit <= 1:
+        return text[:limit]
+    room = limit - 1
+    cut = text[: room + 1]
+    boundary = cut.rfind(" ")
+    head = cut[:boundary] if boundary > 0 else text[:room]
+    head = head.rstrip(" ,.;:-–—!?")
+    if not head:
+        head = text[:room]
+    return head[:room] + ELLIPSIS
+
+
+def unique_titles(titles: Sequence[str], limit: int) -> List[str]:
+    """Shorten every title to ``limit`` and make them pairwise distinct.
+
+    A title that collides with an earlier one after shortening (or was equal to
+    begin with) gets a numbered suffix, " (2)", " (3)", and is shortened so the
+    suffix still fits.
+    """
+    used = set()
+    result = []
+    for original in titles:
+        candidate = shorten(original, limit)
+        number = 2
+        while candidate.casefold() in used:
+            suffix = f" ({number})"
+            candidate = shorten(original, max(1, limit - len(suffix))) + suffix
+            number += 1
+        used.add(candidate.casefold())
+        result.append(candidate)
+    return result

@@ -1,0 +1,78 @@
+"""Fixtures for the connector tests.
+
+Redis: db 15 of ``REDIS_URL`` if set, else an embedded redis-server under a
+per-session temporary ``THREADLINE_VAR_DIR``. Every test gets its own
+``THREADLINE_KEY_PREFIX`` and only its own keys are deleted afterwards; a
+shared Redis is never flushed.
+"""
+import os
+import uuid
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
+
+from tests.support.recorder import Recorder
+
+TEST_DB = 15
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "services: needs Redis (REDIS_URL or the embedded server)")
+
+
+def _with_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = dict(parse_qsl(parts.query))
+        query["db"] = str(db)
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _connector_env(tmp_path_factory):
+    """Fast retries and an isolated Redis for this test session."""
+    saved = dict(os.environ)
+    os.environ["OUTBOUND_RETRY_BASE_DELAY"] = "0.01"
+    os.environ["OUTBOUND_TIMEOUT"] = "5"
+    own_redis = not os.environ.get("REDIS_URL")
+    if own_redis:
+        os.environ["THREADLINE_VAR_DIR"] = str(tmp_path_factory.mktemp("threadline-var"))
+    else:
+        os.environ["REDIS_URL"] = _with_db(os.environ["REDIS_URL"], TEST_DB)
+    yield
+    if own_redis:
+        from threadline import redis_client
+
+        redis_client.stop_embedded()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def key_prefix(monkeypatch):
+    """A unique THREADLINE_KEY_PREFIX for one test; its keys are deleted afterwards."""
+    prefix = "tltest" + uuid.uuid4().hex[:12]
+    monkeypatch.setenv("THREADLINE_KEY_PREFIX", prefix)
+    yield prefix
+    from threadline.redis_client import get_client
+
+    client = get_client()
+    keys = list(client.scan_iter(match=prefix + ":*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def redis(key_prefix):
+    """The Redis client the connectors use, with a per-test key prefix."""
+    from threadline.redis_client import get_client
+
+    return get_client()
+
+
+@pytest.fixture
+def recorder():
+    """A running platform API stand-in."""
+    with Recorder() as api:
+        yield api

@@ -1,0 +1,1 @@
+"""Test helpers shared across the test suite: a platform API recorder and payload builders."""
