@@ -41,6 +41,7 @@ Optional hooks on the input: ``decode`` (form bodies), ``register_routes``
 ``build_response`` (what the platform gets back).
 """
 import asyncio
+import hashlib
 import hmac
 import inspect
 import json
@@ -149,6 +150,35 @@ async def run_sync(function: Callable[..., Any], *args: Any, **kwargs: Any) -> A
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
+ALIAS_PREFIX = "~p:"
+ALIAS_TTL = 30 * 24 * 3600
+
+
+def alias_payload(channel: str, payload: str, max_bytes: int, redis: Any, ttl: int = ALIAS_TTL) -> str:
+    """``payload`` if it fits in ``max_bytes``, else a short key for it stored in Redis.
+
+    Platforms cap what a button can carry (Telegram callback_data: 64 bytes;
+    WhatsApp reply ids: 256 characters). The key is derived from the payload,
+    so re-sending the same button reuses it. Blocking; see ``resolve_payload``.
+    """
+    if len(payload.encode("utf-8")) <= max_bytes and not payload.startswith(ALIAS_PREFIX):
+        return payload
+    digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+    redis.set(redis_key("payload", channel, digest), payload, ex=ttl)
+    return ALIAS_PREFIX + digest
+
+
+def resolve_payload(channel: str, value: str, redis: Any) -> str:
+    """The payload behind a key made by ``alias_payload`` (or ``value`` itself)."""
+    if not value.startswith(ALIAS_PREFIX):
+        return value
+    stored = redis.get(redis_key("payload", channel, value[len(ALIAS_PREFIX):]))
+    if stored is None:
+        logger.warning("%s: button payload %s expired or unknown", channel, value)
+        return value
+    return stored.decode("utf-8") if isinstance(stored, bytes) else stored
+
+
 def _redis():
     from threadline.redis_client import get_client
 
@@ -248,6 +278,12 @@ class ThreadlineInput(InputChannel):
         """
         raise NotImplementedError
 
+    def record_events(self, request: Request, payload: Any) -> None:
+        """Handle what the delivery carries besides messages (delivery statuses...).
+
+        Runs in a worker thread after verification, before the messages.
+        """
+
     def register_routes(
         self, blueprint: Blueprint, on_new_message: Callable[[UserMessage], Awaitable[Any]]
     ) -> None:
@@ -264,7 +300,9 @@ class ThreadlineInput(InputChannel):
         which the bot itself sent, may carry intents.
         """
         content = envelope.content
-        if content and envelope.kind != KIND_BUTTON and content.lstrip().startswith(INTENT_MESSAGE_PREFIX):
+        if envelope.kind == KIND_BUTTON and content:
+            return resolve_payload(self.name(), content, self.redis_client())
+        if content and content.lstrip().startswith(INTENT_MESSAGE_PREFIX):
             content = content.lstrip().lstrip(INTENT_MESSAGE_PREFIX).strip() or None
         return content
 
@@ -344,6 +382,7 @@ class ThreadlineInput(InputChannel):
         except BadPayload as exc:
             logger.warning("%s webhook: bad payload: %s", self.name(), exc)
             return response.json({"error": "bad request"}, status=400)
+        await run_sync(self.record_events, request, payload)
         outcomes = []
         for envelope in envelopes:
             try:

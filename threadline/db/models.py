@@ -1,0 +1,101 @@
+"""SQLAlchemy models of the business database."""
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import declarative_base, relationship
+
+Base = declarative_base()
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC timestamp (stored the same way in SQLite and PostgreSQL)."""
+    return dt.datetime.utcnow().replace(microsecond=0)
+
+
+class Customer(Base):
+    """A customer of the business, with contact details used for verification."""
+
+    __tablename__ = "customers"
+    id = Column(Integer, primary_key=True)
+    name = Column(String(120), nullable=False)
+    email = Column(String(254), unique=True, nullable=False)
+    phone = Column(String(20), unique=True, nullable=True)  # E.164
+    orders = relationship("Order", back_populates="customer")
+
+
+class Order(Base):
+    """An order with its delivery state."""
+
+    __tablename__ = "orders"
+    number = Column(String(6), primary_key=True)
+    customer_id = Column(Integer, ForeignKey("customers.id"), nullable=False)
+    status = Column(String(32), nullable=False)  # processing|shipped|out_for_delivery|delivered|cancelled
+    carrier = Column(String(64), nullable=True)
+    tracking_number = Column(String(64), nullable=True)
+    expected_delivery = Column(Date, nullable=True)
+    shipping_address = Column(String(255), nullable=False)
+    postal_code = Column(String(16), nullable=False)
+    customer = relationship("Customer", back_populates="orders")
+
+
+class Availability(Base):
+    """Bookable capacity for one service at one start time."""
+
+    __tablename__ = "availability"
+    __table_args__ = (UniqueConstraint("service_type", "starts_at"),)
+    id = Column(Integer, primary_key=True)
+    service_type = Column(String(32), nullable=False)
+    starts_at = Column(DateTime, nullable=False, index=True)
+    capacity = Column(Integer, nullable=False, default=1)
+
+
+class Appointment(Base):
+    """A booked (or cancelled) appointment, owned by a Threadline customer id."""
+
+    __tablename__ = "appointments"
+    id = Column(Integer, primary_key=True)
+    ref = Column(String(12), unique=True, nullable=False)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    service_type = Column(String(32), nullable=False)
+    starts_at = Column(DateTime, nullable=False, index=True)
+    status = Column(String(16), nullable=False, default="booked")  # booked|cancelled
+    contact_email = Column(String(254), nullable=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class HandoffRequest(Base):
+    """A customer's request for a human, with the context the bot gathered."""
+
+    __tablename__ = "handoff_requests"
+    id = Column(Integer, primary_key=True)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    reason = Column(String(64), nullable=False)
+    queue = Column(String(32), nullable=False, default="general")
+    status = Column(String(16), nullable=False, default="queued")  # queued|accepted|closed
+    context = Column(JSON, nullable=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class Feedback(Base):
+    """'Was this helpful?' answers after a resolved case."""
+
+    __tablename__ = "feedback"
+    id = Column(Integer, primary_key=True)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    topic = Column(String(64), nullable=True)
+    helpful = Column(Boolean, nullable=False)
+    comment = Column(Text, nullable=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
