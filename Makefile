@@ -47,7 +47,7 @@ shell: $(MODEL)  ## talk to the bot in the terminal (starts the action server to
 	$(PY) -m threadline.stack --shell
 
 validate: $(STAMP)  ## check domain, stories and rules for conflicts
-	$(RASA) data validate --fail-on-warnings
+	$(PY) scripts/validate_data.py
 
 test-unit: $(MODEL)  ## pytest: actions, data layer, redis, connectors, end-to-end
 	$(PY) -m pytest

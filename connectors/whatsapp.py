@@ -221,8 +221,7 @@ class WhatsAppInput(ThreadlineInput):
             payload=payload,
             kind=kind,
             profile_name=profile.get("name"),
-            # identity.resolve adds the "+" to a verified wa_id itself.
-            phone=str(wa_id) if phone else None,
+            phone=phone,
             phone_verified=bool(phone),
             extra=extra,
         )

@@ -35,7 +35,7 @@ from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import SerializedTrackerAsText, TrackerStore
 from rasa.shared.core.constants import ACTION_SESSION_START_NAME
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import ActionExecuted, Event, SlotSet, deserialise_events
+from rasa.shared.core.events import ActionExecuted, Event, SlotSet
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from threadline import redis_client
@@ -43,18 +43,25 @@ from threadline import redis_client
 logger = logging.getLogger(__name__)
 
 MERGED_FROM_SLOT = "identity_merged_from"
-# Attribute cached on events read from the store: (digest, stored JSON).
+# Attribute cached on events read from the store:
+# (key prefix + conversation id, digest, stored JSON).
 _STORED = "_threadline_stored"
 
 # KEYS: events, session offsets, digests.
-# ARGV: ttl seconds (0: none), then per event: digest, json, "1" if it starts a session.
+# ARGV: ttl seconds (0: none), then per event: digest, json, "1" if it starts a
+# session. An empty json means "read from this conversation, so stored": if
+# one such digest is missing (conversation deleted or merged meanwhile),
+# nothing is written and -1 returned, and the caller sends the full events.
 _SAVE_LUA = """
 local ev, ss, dg = KEYS[1], KEYS[2], KEYS[3]
+for i = 2, #ARGV, 3 do
+  if ARGV[i + 1] == '' and redis.call('SISMEMBER', dg, ARGV[i]) == 0 then return -1 end
+end
 if redis.call('EXISTS', ss) == 0 then redis.call('RPUSH', ss, 0) end
 local n = redis.call('LLEN', ev)
 local added = 0
 for i = 2, #ARGV, 3 do
-  if redis.call('SADD', dg, ARGV[i]) == 1 then
+  if ARGV[i + 1] ~= '' and redis.call('SADD', dg, ARGV[i]) == 1 then
     redis.call('RPUSH', ev, ARGV[i + 1])
     if ARGV[i + 2] == '1' and n > 0 then redis.call('RPUSH', ss, n) end
     n = n + 1
@@ -89,6 +96,24 @@ def _canonical(event: Event) -> str:
 
 def _digest(encoded: bytes) -> str:
     return hashlib.blake2b(encoded, digest_size=16).hexdigest()
+
+
+_event_classes: Dict[Text, Any] = {}
+
+
+def _event_from_dict(data: Dict[Text, Any]) -> Optional[Event]:
+    """``Event.from_parameters`` with the event class looked up once per type.
+
+    Rasa walks every ``Event`` subclass for each event it deserialises, which
+    costs more than everything else in a retrieve.
+    """
+    name = data.get("event")
+    if name is None:
+        return None
+    if name not in _event_classes:
+        _event_classes[name] = Event.resolve_by_type(name)
+    event_class = _event_classes[name]
+    return event_class._from_parameters(data) if event_class else None
 
 
 def _is_session_start(event: Event) -> bool:
@@ -155,14 +180,28 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
 
     def save_sync(self, tracker: DialogueStateTracker) -> int:
         """Blocking :meth:`save` without event streaming; returns the number of events added."""
+        keys = self._keys(tracker.sender_id)
+        added = self._save_script(keys=keys, args=self._save_args(tracker, trust_cache=True))
+        if added < 0:
+            added = self._save_script(keys=keys, args=self._save_args(tracker, trust_cache=False))
+        return added
+
+    def _save_args(self, tracker: DialogueStateTracker, trust_cache: bool) -> List[Any]:
         args: List[Any] = [self.record_exp]
+        origin = self.key_prefix + tracker.sender_id
         for event in tracker.events:
             stored = event.__dict__.get(_STORED)
-            if stored is None:
+            if stored is not None and trust_cache and stored[0] == origin:
+                # Read from this very conversation: its digest is enough.
+                args.extend((stored[1], "", "0"))
+                continue
+            if stored is not None:
+                digest, text = stored[1], stored[2]
+            else:
                 text = _canonical(event).encode()
-                stored = (_digest(text), text)
-            args.extend((stored[0], stored[1], "1" if _is_session_start(event) else "0"))
-        return self._save_script(keys=self._keys(tracker.sender_id), args=args)
+                digest = _digest(text)
+            args.extend((digest, text, "1" if _is_session_start(event) else "0"))
+        return args
 
     async def retrieve(self, sender_id: Text) -> Optional[DialogueStateTracker]:
         """The conversation's latest session, or None if it was never saved."""
@@ -180,11 +219,14 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
         if stored is None:
             logger.debug(f"Could not find tracker for conversation ID '{sender_id}'.")
             return None
-        events = deserialise_events([json.loads(text) for text in stored])
-        if len(events) == len(stored):
-            for event, text in zip(events, stored):
-                # Lets save() skip re-serialising events that came from the store.
-                event.__dict__[_STORED] = (_digest(text), text)
+        origin = self.key_prefix + sender_id
+        events = []
+        for text in stored:
+            event = _event_from_dict(json.loads(text))
+            if event is not None:
+                # Lets save() skip re-serialising and re-sending stored events.
+                event.__dict__[_STORED] = (origin, _digest(text), text)
+                events.append(event)
         return DialogueStateTracker.from_events(
             sender_id, events, self.domain.slots, max_event_history=self.max_event_history
         )
