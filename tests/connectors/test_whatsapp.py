@@ -215,7 +215,7 @@ def test_long_and_colliding_button_titles_are_shortened_and_unique(recorder, red
         post(served, p.whatsapp_text_payload(WA_ID, "hi", "wamid.long"))
         (body,) = sent(served)
     titles = [b["reply"]["title"] for b in body["interactive"]["action"]["buttons"]]
-    assert titles == ["Track my order…", "Track my order (2)"]
+    assert titles == ["Track my order…", "Track my order… (2)"]
     assert all(len(t) <= 20 for t in titles)
     assert body["interactive"]["body"]["text"] == "*Which* one?"
 
