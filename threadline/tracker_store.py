@@ -18,10 +18,15 @@ into the stored one (events compared by ``as_dict()``); two rasa instances
 saving the same conversation therefore never duplicate or lose events.
 ``retrieve`` reads only from the last session offset, in one round trip, so
 its cost does not grow with the history.
+
+Events built by ``retrieve`` remember their stored JSON and digest, so saving
+them back sends only their digests (re-sent in full if the conversation was
+deleted or merged meanwhile). Events are treated as immutable once stored,
+as Rasa's processor does: an event changed in place after retrieval is not
+stored again.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging

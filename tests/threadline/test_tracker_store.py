@@ -271,3 +271,23 @@ async def test_event_broker_receives_new_events_only(domain, redis_conn, key_pre
     tracker.update(UserUttered("hi"))
     await store.save(tracker)
     assert [event["event"] for event in published] == ["action", "user"]
+
+
+async def test_resaving_after_delete_stores_the_whole_tracker(store):
+    events, _ = _restarted_conversation()
+    await store.save(DialogueStateTracker.from_events("rita", events))
+    tracker = await store.retrieve_full_tracker("rita")
+    await store.delete("rita")
+
+    tracker.update(UserUttered("still there?", timestamp=99))
+    await store.save(tracker)
+    assert list((await store.retrieve_full_tracker("rita")).events) == events + [tracker.events[-1]]
+
+
+async def test_events_read_from_another_conversation_are_stored(store):
+    events, last_session = _restarted_conversation()
+    await store.save(DialogueStateTracker.from_events("sam", events))
+    copied = list((await store.retrieve("sam")).events)
+
+    await store.save(DialogueStateTracker.from_events("tom", copied))
+    assert list((await store.retrieve_full_tracker("tom")).events) == last_session
