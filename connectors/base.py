@@ -35,10 +35,13 @@ Writing a connector::
             await self.sender.post(url, {...})
 
 Optional hooks on the input: ``decode`` (form bodies), ``register_routes``
-(extra routes such as a GET verification handshake), ``on_identified``
-(per-customer bookkeeping), ``message_text`` (rewrite what Rasa reads),
-``output_channel_for`` (a per-request collector for synchronous channels) and
-``build_response`` (what the platform gets back).
+(extra routes such as a GET verification handshake), ``record_events``
+(non-message events such as delivery statuses), ``before_processing``
+(platform acknowledgements), ``on_identified`` (per-customer bookkeeping),
+``message_text`` (rewrite what Rasa reads), ``output_channel_for`` (a
+per-request collector for synchronous channels) and ``build_response`` (what
+the platform gets back). ``alias_payload``/``resolve_payload`` keep button
+payloads that are too long for a platform in Redis.
 """
 import asyncio
 import hashlib
@@ -284,6 +287,12 @@ class ThreadlineInput(InputChannel):
         Runs in a worker thread after verification, before the messages.
         """
 
+    async def before_processing(self, request: Request, envelope: Envelope) -> None:
+        """Runs once per new (not duplicate) envelope, before identification.
+
+        For platform acknowledgements such as answering a Telegram callback query.
+        """
+
     def register_routes(
         self, blueprint: Blueprint, on_new_message: Callable[[UserMessage], Awaitable[Any]]
     ) -> None:
@@ -409,6 +418,7 @@ class ThreadlineInput(InputChannel):
             logger.info("%s: duplicate delivery of %s ignored", self.name(), envelope.message_id)
             return Outcome(envelope, "duplicate", trace_id=trace_id)
         try:
+            await self.before_processing(request, envelope)
             prepared = await run_sync(self.identify, request, envelope)
         except Exception:
             await run_sync(self.forget_delivery, envelope)

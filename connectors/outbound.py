@@ -97,12 +97,18 @@ class OutboundSender:
         self._session_loop: Optional[asyncio.AbstractEventLoop] = None
 
     async def post(
-        self, url: str, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None
+        self,
+        url: str,
+        body: Dict[str, Any],
+        headers: Optional[Dict[str, str]] = None,
+        *,
+        record: bool = True,
     ) -> OutboundResult:
         """POST ``body`` as JSON to ``url``; retry what is worth retrying.
 
         Never raises for HTTP or network failures: the result says what happened,
-        and a final failure has already been logged and stored.
+        and a final failure has already been logged and stored, unless
+        ``record`` is False (the caller has a fallback and records it itself).
         """
         last = _Attempt()
         for attempt in range(1, self.max_attempts + 1):
@@ -123,7 +129,8 @@ class OutboundSender:
             )
             await asyncio.sleep(delay)
         result = OutboundResult(False, last.status, last.body, attempt, last.error)
-        await self.record_failure(url, body, result.error or "unknown error", status=last.status, attempts=attempt)
+        if record:
+            await self.record_failure(url, body, result.error or "unknown error", status=last.status, attempts=attempt)
         return result
 
     async def record_failure(
