@@ -1,11 +1,7 @@
 """RedisEventLogTrackerStore on a real Redis: the tracker-store cases of Rasa's own suite and ours."""
-import json
-import time
-import uuid
-
 import pytest
 
-from rasa.core.tracker_store import TrackerStore, create_tracker_store
+from rasa.core.tracker_store import TrackerStore
 from rasa.shared.core.constants import ACTION_LISTEN_NAME, ACTION_RESTART_NAME, ACTION_SESSION_START_NAME
 from rasa.shared.core.events import (
     ActionExecuted,
