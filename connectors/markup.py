@@ -31,7 +31,7 @@ class Span:
 # Leftmost match wins; at one position the first alternative wins, so bold
 # (**) is tried before italic (*).
 _INLINE = re.compile(
-    r"(?P<pre>```(?P<lang>[\w+-]*)\n?(?P<pre_body>.*?)```)"
+    r"(?P<pre>```(?:(?P<lang>[\w+-]+)\n)?(?P<pre_body>.*?)```)"
     r"|(?P<code>`(?P<code_body>[^`\n]+)`)"
     r"|(?P<link>\[(?P<link_text>[^\]\n]+)\]\((?P<link_url>(?:[^()\s]|\([^()\s]*\))+)\))"
     r"|(?P<bold>\*\*(?=\S)(?P<bold_body>.+?)(?<=\S)\*\*|(?<!\w)__(?=\S)(?P<bold2_body>.+?)(?<=\S)__(?!\w))"
@@ -165,8 +165,10 @@ def _render_v2(spans: Sequence[Span]) -> str:
         elif span.kind == "code":
             piece = f"`{escape_markdown_v2(span.text, 'code')}`"
         elif span.kind == "pre":
-            lang = f"{span.lang}\n" if span.lang else "\n"
-            piece = f"```{lang}{escape_markdown_v2(span.text, 'pre')}```"
+            # The line after ``` names the language in Telegram, so the code
+            # always starts on the next line.
+            body = span.text[1:] if span.text.startswith("\n") else span.text
+            piece = f"```{span.lang}\n{escape_markdown_v2(body, 'pre')}```"
         elif span.kind == "link":
             piece = f"[{_render_v2(span.children)}]({escape_markdown_v2(span.url, 'url')})"
         else:
