@@ -391,7 +391,11 @@ class ThreadlineInput(InputChannel):
         except BadPayload as exc:
             logger.warning("%s webhook: bad payload: %s", self.name(), exc)
             return response.json({"error": "bad request"}, status=400)
-        await run_sync(self.record_events, request, payload)
+        try:
+            await run_sync(self.record_events, request, payload)
+        except Exception:
+            logger.exception("%s webhook: could not record the delivery's events", self.name())
+            return response.json({"error": "temporarily unavailable"}, status=500)
         outcomes = []
         for envelope in envelopes:
             try:

@@ -432,3 +432,35 @@ def test_platform_down_is_retried_then_kept_as_failed_and_logged(wa, caplog):
     assert stored["body"]["text"]["body"] == "You said: Where is my order 4471?"
     assert stored["url"].endswith(MESSAGES_PATH) and TOKEN not in json.dumps(stored)
     assert any("failed for good" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.services
+def test_buttons_outside_the_window_go_as_template_with_numbered_options(recorder, redis):
+    channel = make_channel(recorder.url)
+    customer = identity.resolve("whatsapp", WA_ID, phone=WA_ID, verified_phone=True).customer_id
+    buttons = [{"title": "Yes", "payload": "/affirm"}, {"title": "No", "payload": "/deny"}]
+    asyncio.run(channel.get_output_channel().send_text_with_buttons(customer, "Still need help?", buttons))
+    (request,) = recorder.wait_for(1)
+    assert request.json["type"] == "template"
+    parameter = request.json["template"]["components"][0]["parameters"][0]["text"]
+    assert parameter == "Still need help? 1. Yes 2. No"
+    with serve_channel(channel) as served:
+        post(served, p.whatsapp_text_payload(WA_ID, "2", "wamid.after-template"))
+        assert served.agent.messages[0].text == "/deny"
+
+
+@pytest.mark.services
+def test_list_rows_keep_long_titles_in_the_description(recorder, redis):
+    long_titles = ["Change my delivery address", "Cancel the whole order now", "Talk to a person", "Other"]
+
+    def reply(message):
+        return [{"text": "How can I help?", "buttons": [{"title": t, "payload": f"/p{i}"} for i, t in enumerate(long_titles)]}]
+
+    with serve_channel(make_channel(recorder.url), EchoAgent(reply)) as served:
+        served.recorder = recorder
+        post(served, p.whatsapp_text_payload(WA_ID, "hi", "wamid.rows"))
+        (body,) = sent(served)
+    rows = body["interactive"]["action"]["sections"][0]["rows"]
+    assert [r["title"] for r in rows] == ["Change my delivery…", "Cancel the whole order…", "Talk to a person", "Other"]
+    assert rows[0]["description"] == "Change my delivery address" and "description" not in rows[2]
+    assert all(len(r["title"]) <= 24 for r in rows)
