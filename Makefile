@@ -27,7 +27,7 @@ help:  ## list the targets
 $(STAMP): requirements.lock scripts/find_python.sh
 	@PYBIN=$$(scripts/find_python.sh) || exit 1; \
 	 if [ ! -x $(PY) ]; then echo "creating $(VENV) with $$PYBIN"; $$PYBIN -m venv $(VENV) || exit 1; fi
-	$(PY) -m pip install --quiet --upgrade "pip==24.0"
+	$(PY) -m pip install --quiet "pip==24.0" "setuptools==70.3.0" "wheel==0.45.1"
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock
 	$(PY) -m pip check
 	rm -f $(VENV)/.installed-*; touch $@
@@ -70,7 +70,7 @@ bench: $(MODEL)  ## run the benchmarks under bench/ and print their figures
 
 lock:  ## re-resolve requirements.in into requirements.lock (needs the network)
 	@PYBIN=$$(scripts/find_python.sh) || exit 1; rm -rf /tmp/threadline-lock; \
-	 $$PYBIN -m venv /tmp/threadline-lock && /tmp/threadline-lock/bin/pip install -q "pip==24.0" && \
+	 $$PYBIN -m venv /tmp/threadline-lock && /tmp/threadline-lock/bin/pip install -q "pip==24.0" "setuptools==70.3.0" "wheel==0.45.1" && \
 	 /tmp/threadline-lock/bin/pip install -q -r requirements.in && \
 	 /tmp/threadline-lock/bin/pip freeze --exclude-editable > requirements.lock
 

@@ -60,7 +60,5 @@ class ActionRequestHuman(Action):
         reason = tracker.get_slot("handoff_reason") or "customer_request"
         case = queries.record_handoff(customer_ref(tracker), reason, context_package(tracker, reason))
         dispatcher.utter_message(response="utter_handoff_queued", case=case)
-        events: List[Dict[str, Any]] = [SlotSet("handoff_reason", None)]
-        if tracker.active_loop.get("name"):
-            events += [ActiveLoop(None), SlotSet("requested_slot", None)]
-        return events
+        # Always close the loop (even when none is active) so rules see one shape.
+        return [SlotSet("handoff_reason", None), ActiveLoop(None), SlotSet("requested_slot", None)]

@@ -27,8 +27,7 @@ class ActionStopTask(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict):
         loop = tracker.active_loop.get("name")
         dispatcher.utter_message(response="utter_task_stopped")
-        if not loop:
-            return []
+        # Always close the loop (even when none is active) so rules see one shape.
         return [ActiveLoop(None), SlotSet("requested_slot", None)] + [
             SlotSet(name, None) for name in TASK_SLOTS.get(loop, [])
         ]
