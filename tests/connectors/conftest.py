@@ -31,22 +31,25 @@ def _with_db(url: str, db: int) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _connector_env(tmp_path_factory):
-    """Fast retries and an isolated Redis for this test session."""
-    saved = dict(os.environ)
-    os.environ["OUTBOUND_RETRY_BASE_DELAY"] = "0.01"
-    os.environ["OUTBOUND_TIMEOUT"] = "5"
-    own_redis = not os.environ.get("REDIS_URL")
-    if own_redis:
-        os.environ["THREADLINE_VAR_DIR"] = str(tmp_path_factory.mktemp("threadline-var"))
-    else:
-        os.environ["REDIS_URL"] = _with_db(os.environ["REDIS_URL"], TEST_DB)
+    """Fast retries and an isolated Redis for the connector tests."""
+    changes = {"OUTBOUND_RETRY_BASE_DELAY": "0.01", "OUTBOUND_TIMEOUT": "5"}
+    own_redis = not os.environ.get("REDIS_URL") and not os.environ.get("THREADLINE_VAR_DIR")
+    if own_redis:  # tests/conftest.py normally provides a private var/ already
+        changes["THREADLINE_VAR_DIR"] = str(tmp_path_factory.mktemp("threadline-var"))
+    elif os.environ.get("REDIS_URL"):
+        changes["REDIS_URL"] = _with_db(os.environ["REDIS_URL"], TEST_DB)
+    saved = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
     yield
     if own_redis:
         from threadline import redis_client
 
         redis_client.stop_embedded()
-    os.environ.clear()
-    os.environ.update(saved)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture

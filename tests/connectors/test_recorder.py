@@ -63,3 +63,12 @@ def test_start_stop_and_url():
         api.url
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "/", timeout=1)
+
+
+def test_platform_defaults_hold_under_a_base_url_prefix():
+    with Recorder() as api:
+        tg = requests.post(api.url + "/telegram/bot1:abc/sendMessage", json={"chat_id": 7, "text": "x"}).json()
+        ack = requests.post(api.url + "/telegram/bot1:abc/answerCallbackQuery", json={"callback_query_id": "q"}).json()
+        wa = requests.post(api.url + "/graph/1/messages", json={"messaging_product": "whatsapp", "recipient": "US.1"})
+        assert tg["result"]["chat"]["id"] == 7 and ack == {"ok": True, "result": True}
+        assert wa.json()["contacts"][0]["input"] == "US.1"

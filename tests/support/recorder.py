@@ -16,12 +16,16 @@ the end to ``default`` (by default a platform-plausible 200, see
 ``platform_default``).
 """
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
+
+# Telegram Bot API paths end in /bot<token>/<method>, whatever prefix the base URL has.
+_TELEGRAM_METHOD = re.compile(r"/bot[^/]+/(\w+)$")
 
 DefaultResponder = Callable[["RecordedRequest"], Tuple[int, Any]]
 
@@ -73,8 +77,9 @@ class _Script:
 def platform_default(request: RecordedRequest) -> Tuple[int, Any]:
     """A plausible success answer for WhatsApp Cloud API and Telegram Bot API calls."""
     payload = request.json if isinstance(request.json, dict) else {}
-    if request.path.startswith("/bot"):
-        method = request.path.rsplit("/", 1)[-1]
+    telegram = _TELEGRAM_METHOD.search(request.path)
+    if telegram:
+        method = telegram.group(1)
         if method == "answerCallbackQuery":
             return 200, {"ok": True, "result": True}
         return 200, {
