@@ -19,7 +19,7 @@ export TF_DETERMINISTIC_OPS := 1
 export PYTHONHASHSEED := 0
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 
-.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean
+.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean browser
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,7 +60,15 @@ test-nlu: $(MODEL)  ## held-out NLU evaluation, fails below the macro F1 target
 	$(RASA) test nlu --model $(MODEL) --nlu tests/nlu_test.yml --out results/nlu
 	$(PY) scripts/check_nlu.py results/nlu/intent_report.json
 
-test: validate test-unit test-core test-nlu  ## install, validate, train if needed, run every test
+browser:  ## Debian's chromium for the browser tests (installed with apt-get when root)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	 elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	   echo "installing Debian's chromium for the browser tests"; \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	     || echo "warning: could not install chromium; browser tests will be skipped"; \
+	 else echo "note: /usr/bin/chromium missing (sudo apt-get install chromium); browser tests will be skipped"; fi
+
+test: validate browser test-unit test-core test-nlu  ## install, validate, train if needed, run every test
 
 test-services: $(MODEL)  ## the database and redis tests against REDIS_URL / DATABASE_URL
 	$(PY) -m pytest -m "services or e2e"

@@ -7,12 +7,58 @@ when set, point the same tests at real servers.
 import os
 import socket
 import tempfile
+import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
+import sqlalchemy
 
 # Before anything imports threadline: keep test state out of the project's var/.
 os.environ.setdefault("THREADLINE_VAR_DIR", tempfile.mkdtemp(prefix="threadline-test-"))
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+
+REDIS_TEST_DB = 14
+_PG_SCHEMA = f"threadline_test_{uuid.uuid4().hex[:12]}"
+
+
+def _isolate_real_servers() -> None:
+    """Point REDIS_URL / DATABASE_URL at places only this test session uses.
+
+    Redis: a dedicated database index, emptied first (a CI run's leftovers
+    would otherwise look like duplicate deliveries). PostgreSQL: a fresh
+    schema, dropped at the end, so runs never see each other's bookings.
+    """
+    url = os.environ.get("REDIS_URL")
+    if url and url.startswith(("redis://", "rediss://")):
+        parts = urlsplit(url)
+        os.environ["REDIS_URL"] = urlunsplit(parts._replace(path=f"/{REDIS_TEST_DB}"))
+        redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+    db_url = os.environ.get("DATABASE_URL")
+    if db_url and db_url.startswith("postgres"):
+        engine = sqlalchemy.create_engine(db_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {_PG_SCHEMA}")
+        engine.dispose()
+        os.environ["THREADLINE_PG_BASE_URL"] = db_url
+        separator = "&" if "?" in db_url else "?"
+        os.environ["DATABASE_URL"] = f"{db_url}{separator}options=-csearch_path%3D{_PG_SCHEMA}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Drop this session's PostgreSQL schema."""
+    base = os.environ.get("THREADLINE_PG_BASE_URL")
+    if base:
+        from threadline.db import reset_engine
+
+        reset_engine()
+        engine = sqlalchemy.create_engine(base)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {_PG_SCHEMA} CASCADE")
+        engine.dispose()
+
+
+_isolate_real_servers()
 
 from tests.support.recorder import Recorder  # noqa: E402
 

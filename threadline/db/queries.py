@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from threadline.db.models import (
     Appointment,
@@ -110,10 +110,15 @@ def free_slots_near(service: str, when: dt.datetime, limit: int = 3) -> List[dt.
 
 
 def _lock_slot(session, service: str, when: dt.datetime) -> Availability:
-    slot = session.scalar(
-        select(Availability)
+    # A no-op UPDATE takes the row's write lock first, on PostgreSQL and on
+    # SQLite alike, so the count below sees every booking committed before it.
+    session.execute(
+        update(Availability)
         .where(Availability.service_type == service, Availability.starts_at == when)
-        .with_for_update()
+        .values(capacity=Availability.capacity)
+    )
+    slot = session.scalar(
+        select(Availability).where(Availability.service_type == service, Availability.starts_at == when)
     )
     if slot is None or _booked_count(session, service, when) >= slot.capacity:
         raise SlotUnavailable(f"{service} at {when:%Y-%m-%d %H:%M} is not available")
