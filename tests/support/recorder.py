@@ -121,6 +121,9 @@ class Recorder:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, the body
+            # waits for the client's delayed ACK (~40 ms per request).
+            disable_nagle_algorithm = True
 
             def _handle(self) -> None:
                 recorder._serve(self)
