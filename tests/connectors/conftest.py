@@ -1,32 +1,20 @@
 """Fixtures for the connector tests.
 
-Redis: db 15 of ``REDIS_URL`` if set, else an embedded redis-server under a
-per-session temporary ``THREADLINE_VAR_DIR``. Every test gets its own
-``THREADLINE_KEY_PREFIX`` and only its own keys are deleted afterwards; a
-shared Redis is never flushed.
+Redis: whatever tests/conftest.py set up (a test database of ``REDIS_URL``, or
+an embedded redis-server under a per-session ``THREADLINE_VAR_DIR``). Every test
+gets its own ``THREADLINE_KEY_PREFIX`` and only its own keys are deleted
+afterwards, so the connector tests never flush anything.
 """
 import os
 import uuid
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
 from tests.support.recorder import Recorder
 
-TEST_DB = 15
-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "services: needs Redis (REDIS_URL or the embedded server)")
-
-
-def _with_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        query = dict(parse_qsl(parts.query))
-        query["db"] = str(db)
-        return urlunsplit(parts._replace(query=urlencode(query)))
-    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,8 +24,6 @@ def _connector_env(tmp_path_factory):
     own_redis = not os.environ.get("REDIS_URL") and not os.environ.get("THREADLINE_VAR_DIR")
     if own_redis:  # tests/conftest.py normally provides a private var/ already
         changes["THREADLINE_VAR_DIR"] = str(tmp_path_factory.mktemp("threadline-var"))
-    elif os.environ.get("REDIS_URL"):
-        changes["REDIS_URL"] = _with_db(os.environ["REDIS_URL"], TEST_DB)
     saved = {key: os.environ.get(key) for key in changes}
     os.environ.update(changes)
     yield
