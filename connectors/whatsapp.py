@@ -26,7 +26,6 @@ import re
 import time
 from typing import Any, Dict, List, Optional
 
-from rasa.core.channels.channel import UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
