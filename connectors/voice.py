@@ -154,12 +154,13 @@ def _visible(spans: Iterable[markup.Span], links: List[str]) -> str:
     return "".join(out)
 
 
-def speech_text(markdown: str) -> Tuple[str, List[str]]:
+def speech_text(markdown: str, *, sentences: bool = True) -> Tuple[str, List[str]]:
     """(what may be spoken, the links taken out of it) for one Markdown message.
 
     Markdown and emoji are removed, URLs are taken out, list items and lines
     become sentences and time ranges read "9:00 to 18:00". Paragraphs stay
-    separated by a blank line.
+    separated by a blank line and, with ``sentences``, end with a full stop
+    (so the voice falls at the end, even before a ``<break>``).
     """
     links: List[str] = []
     text = _visible(markup.parse(markdown or ""), links)
@@ -170,19 +171,21 @@ def speech_text(markdown: str) -> Tuple[str, List[str]]:
 
     text = _BARE_URL.sub(take_url, text)
     text = _EMOJI.sub(" ", text)
+    text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)
     text = _TIME_RANGE.sub(r"\1 to \2", text)
     paragraphs = []
     for block in re.split(r"\n\s*\n", text):
-        sentences = []
+        lines: List[str] = []
         for line in block.splitlines():
             line = re.sub(r"\s+", " ", _LINE_START.sub("", line)).strip(" ,;")
             if not line or not re.search(r"\w", line):
                 continue
-            if sentences and sentences[-1][-1] not in ".!?:":
-                sentences[-1] += "."
-            sentences.append(line)
-        if sentences:
-            paragraphs.append(" ".join(sentences))
+            if lines and lines[-1][-1] not in ".!?:":
+                lines[-1] += "."
+            lines.append(line)
+        if lines:
+            paragraph = " ".join(lines)
+            paragraphs.append(paragraph + "." if sentences and paragraph[-1].isalnum() else paragraph)
     return "\n\n".join(paragraphs), links
 
 
@@ -243,7 +246,7 @@ class Choice:
 
 def normalise_title(text: str) -> str:
     """A title or utterance compared without case, punctuation or emoji."""
-    spoken, _ = speech_text(text or "")
+    spoken, _ = speech_text(text or "", sentences=False)
     return re.sub(r"[^\w ]+", "", spoken.lower()).strip()
 
 
@@ -271,7 +274,7 @@ def choices_ssml(choices: List[Choice]) -> str:
     """ "For Track an order, press 1 or say track an order." for each choice."""
     sentences = []
     for choice in choices:
-        title = ssml_fragment(speech_text(choice.title)[0])
+        title = ssml_fragment(speech_text(choice.title, sentences=False)[0])
         said = escape(normalise_title(choice.title))
         if choice.key:
             sentences.append(f"For {title}, press {choice.key} or say {said}.")
