@@ -114,9 +114,10 @@
     return node;
   }
 
-  function icon(path) {
+  function icon(path, className) {
     var ns = "http://www.w3.org/2000/svg";
     var svg = document.createElementNS(ns, "svg");
+    if (className) svg.setAttribute("class", className);
     svg.setAttribute("viewBox", "0 0 24 24");
     svg.setAttribute("aria-hidden", "true");
     svg.setAttribute("focusable", "false");
@@ -445,6 +446,8 @@
     save();
     state.els.panel.hidden = false;
     state.els.launcher.setAttribute("aria-expanded", "true");
+    state.els.launcher.setAttribute("aria-label", "Close chat");
+    state.els.launcher.classList.add("tl-is-open");
     renderChrome();
     scrollDown();
     connectEvents();
@@ -457,6 +460,8 @@
     save();
     state.els.panel.hidden = true;
     state.els.launcher.setAttribute("aria-expanded", "false");
+    state.els.launcher.setAttribute("aria-label", "Open chat");
+    state.els.launcher.classList.remove("tl-is-open");
     state.els.launcher.focus();
   }
 
@@ -495,7 +500,7 @@
     els.launcher = el("button", {
       type: "button", class: "tl-launcher", "aria-label": "Open chat", "aria-expanded": "false",
       onclick: function () { if (state.store.open) close(); else open(); },
-    }, [icon(ICONS.chat), els.badge]);
+    }, [icon(ICONS.chat, "tl-icon-chat"), icon(ICONS.close, "tl-icon-close"), els.badge]);
 
     root.appendChild(el("link", { rel: "stylesheet", href: state.base + "widget.css" }));
     root.appendChild(el("div", { class: "tl", "data-mode": mode }, [mode === "page" ? null : els.launcher, els.panel]));

@@ -1,0 +1,295 @@
+"""The web chat's live side: socket.io (Rasa webchat protocol), proactive messages,
+server-sent events and the outbox.
+
+A python-socketio ``AsyncClient`` plays rasa-webchat against the channel served by
+``harness.serve_channel``; proactive messages are sent the way Rasa's
+``trigger_intent`` does, through ``get_output_channel()`` on the server's own loop.
+"""
+import asyncio
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+import aiohttp
+import pytest
+import requests
+import socketio
+
+from connectors.webchat import WebchatInput
+from tests.connectors.harness import serve_channel
+from threadline import identity
+
+pytestmark = pytest.mark.services
+
+SECRET = "webchat-identity-secret"
+SESSION = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def web(monkeypatch, redis):
+    monkeypatch.setenv("WEBCHAT_IDENTITY_SECRET", SECRET)
+    with serve_channel(WebchatInput.from_credentials({})) as served:
+        yield served
+
+
+class Browser:
+    """One rasa-webchat-like socket.io client."""
+
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.events: asyncio.Queue = asyncio.Queue()
+        for name in ("session_confirm", "bot_uttered"):
+            self.client.on(name, self._recorder(name))
+
+    def _recorder(self, name: str):
+        async def record(data: Any = None) -> None:
+            await self.events.put((name, data))
+
+        return record
+
+    async def connect(self, served, transports=("polling",), auth: Optional[Dict[str, Any]] = None) -> "Browser":
+        await self.client.connect(
+            served.server.url, socketio_path="/socket.io", transports=list(transports), auth=auth, wait_timeout=10
+        )
+        return self
+
+    async def start_session(self, session_id: Optional[str] = None) -> str:
+        await self.client.emit("session_request", {"session_id": session_id})
+        return await self.expect("session_confirm")
+
+    async def say(self, text: str, session_id: Optional[str] = None, **fields: Any) -> None:
+        await self.client.emit("user_uttered", {"message": text, "session_id": session_id, **fields})
+
+    async def expect(self, name: str, timeout: float = 10) -> Any:
+        while True:
+            got, data = await asyncio.wait_for(self.events.get(), timeout)
+            if got == name:
+                return data
+
+    async def nothing_more(self, wait: float = 0.5) -> None:
+        await asyncio.sleep(wait)
+        assert self.events.empty(), self.events.get_nowait()
+
+    async def close(self) -> None:
+        await self.client.disconnect()
+        await self.client.eio.wait()  # its polling task may open one more HTTP session...
+        if self.client.eio.http is not None:
+            await self.client.eio.http.close()  # ...which the client never closes
+
+
+@pytest.fixture
+async def browsers():
+    opened: List[Browser] = []
+
+    def new() -> Browser:
+        opened.append(Browser())
+        return opened[-1]
+
+    yield new
+    for browser in opened:
+        await browser.close()
+
+
+def on_server(served, coro) -> "asyncio.Future":
+    """Run ``coro`` on the server's loop, like Rasa's trigger_intent handler does."""
+    return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, served.server._loop))
+
+
+async def push(served, customer_id: str, message: Dict[str, Any]) -> None:
+    await on_server(served, served.channel.get_output_channel().send_response(customer_id, dict(message)))
+
+
+async def wait_for_messages(served, count: int, timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(served.agent.messages) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"{len(served.agent.messages)} of {count} messages"
+        await asyncio.sleep(0.02)
+
+
+async def read_events(response: aiohttp.ClientResponse, count: int, timeout: float = 10) -> List[Tuple[str, Any]]:
+    """``count`` server-sent events (name, parsed data), skipping comments."""
+    events: List[Tuple[str, Any]] = []
+    name, data = None, []
+    while len(events) < count:
+        line = (await asyncio.wait_for(response.content.readline(), timeout)).decode().rstrip("\n")
+        if line.startswith(":"):
+            continue
+        if line.startswith("event: "):
+            name = line[len("event: "):]
+        elif line.startswith("data: "):
+            data.append(line[len("data: "):])
+        elif line == "" and data:
+            events.append((name, json.loads("\n".join(data))))
+            name, data = None, []
+    return events
+
+
+# ---------------------------------------------------------------------- socket.io
+
+
+async def test_session_request_confirms_the_visitor_id(web, browsers):
+    browser = await browsers().connect(web)
+    fresh = await browser.start_session()
+    assert len(fresh) == 32 and fresh != SESSION
+    assert await browser.start_session(SESSION) == SESSION
+    guessable = await browser.start_session("user1")
+    assert guessable not in ("user1", SESSION) and len(guessable) == 32
+
+
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+async def test_user_uttered_is_answered_with_bot_uttered(web, browsers, transport):
+    browser = await browsers().connect(web, transports=[transport])
+    session = await browser.start_session(SESSION)
+    await browser.say("hello", session, customData={"language": "fr"})
+    assert await browser.expect("bot_uttered") == {"text": "You said: hello"}
+
+    (message,) = web.agent.messages
+    assert message.sender_id.startswith("c_")
+    assert message.metadata["channel_user_id"] == session
+    assert message.metadata["transport"] == "socketio"
+    assert message.metadata["locale"] == "fr"
+    assert message.metadata["trust"] == "anonymous"
+
+
+async def test_buttons_are_quick_replies_and_clicking_one_sends_its_payload(web, browsers):
+    browser = await browsers().connect(web)
+    session = await browser.start_session(SESSION)
+    await browser.say("buttons 2", session)
+    reply = await browser.expect("bot_uttered")
+    assert reply["text"] == "Pick one"
+    assert reply["quick_replies"][0] == {"content_type": "text", "title": "Option 1", "payload": '/choose{"n":1}'}
+
+    await browser.say(reply["quick_replies"][0]["payload"], session)  # what rasa-webchat sends on a click
+    await browser.expect("bot_uttered")
+    assert web.agent.messages[-1].text == '/choose{"n":1}'
+    assert web.agent.messages[-1].metadata["kind"] == "button"
+
+
+async def test_a_message_before_session_request_starts_a_session(web, browsers):
+    browser = await browsers().connect(web)
+    await browser.say("hi", SESSION)
+    assert await browser.expect("session_confirm") == SESSION
+    assert await browser.expect("bot_uttered") == {"text": "You said: hi"}
+
+
+async def test_the_session_survives_a_reconnect_and_reaches_every_tab(web, browsers):
+    first = await browsers().connect(web)
+    await first.start_session(SESSION)
+    await first.say("one", SESSION)
+    await first.expect("bot_uttered")
+    await first.close()
+
+    tab_a = await browsers().connect(web)
+    tab_b = await browsers().connect(web)
+    await tab_a.start_session(SESSION)
+    await tab_b.start_session(SESSION)
+    await tab_a.say("two", SESSION)
+    assert await tab_a.expect("bot_uttered") == {"text": "You said: two"}
+    assert await tab_b.expect("bot_uttered") == {"text": "You said: two"}
+    one, two = web.agent.messages
+    assert one.sender_id == two.sender_id
+
+
+async def test_replies_go_only_to_the_visitor_who_wrote(web, browsers):
+    alice = await browsers().connect(web)
+    bob = await browsers().connect(web)
+    await alice.start_session(SESSION)
+    await bob.start_session()
+    await alice.say("for alice only", SESSION)
+    await alice.expect("bot_uttered")
+    await bob.nothing_more()
+
+
+async def test_signed_identity_in_custom_data_or_auth(web, browsers):
+    signature = identity.sign_web_identity("cust-42", SECRET)
+    in_data = await browsers().connect(web)
+    await in_data.start_session()
+    await in_data.say("hi", customData={"customer_ref": "cust-42", "signature": signature})
+    await in_data.expect("bot_uttered")
+
+    in_auth = await browsers().connect(web, auth={"customer_ref": "cust-42", "signature": signature})
+    await in_auth.start_session()
+    await in_auth.say("hi")
+    await in_auth.expect("bot_uttered")
+
+    one, two = web.agent.messages
+    assert one.metadata["trust"] == two.metadata["trust"] == "verified"
+    assert one.sender_id == two.sender_id
+    assert one.metadata["channel_user_id"] != two.metadata["channel_user_id"]
+
+
+async def test_malformed_socket_messages_are_ignored(web, browsers):
+    browser = await browsers().connect(web)
+    await browser.start_session()
+    await browser.client.emit("user_uttered", "just a string")
+    await browser.say("")
+    await browser.nothing_more()
+    assert web.agent.messages == []
+
+
+# --------------------------------------------------------------- proactive delivery
+
+
+async def test_proactive_message_reaches_the_connected_socket(web, browsers):
+    browser = await browsers().connect(web)
+    await browser.start_session(SESSION)
+    await browser.say("hi", SESSION)
+    await browser.expect("bot_uttered")
+    customer = web.agent.messages[-1].sender_id
+
+    await push(web, customer, {"text": "Your appointment is tomorrow.", "buttons": [{"title": "OK", "payload": "/affirm"}]})
+    reply = await browser.expect("bot_uttered")
+    assert reply["text"] == "Your appointment is tomorrow."
+    assert reply["quick_replies"][0]["payload"] == "/affirm"
+
+
+async def test_proactive_message_waits_in_the_outbox_until_the_visitor_connects(web, browsers):
+    requests.post(web.url + "/webhook", json={"sender": SESSION, "message": "hi"}, timeout=10)
+    customer = web.agent.messages[-1].sender_id
+    await push(web, customer, {"text": "An agent replied: we're on it."})
+    await push(web, customer, {"text": "Pick a time", "buttons": [{"title": "9am", "payload": "/choose_slot"}]})
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(web.url + "/events", params={"sender": SESSION}) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            events = await read_events(stream, 2)
+    assert events == [
+        ("bot", {"recipient_id": SESSION, "text": "An agent replied: we're on it."}),
+        ("bot", {"recipient_id": SESSION, "text": "Pick a time", "buttons": [{"title": "9am", "payload": "/choose_slot"}]}),
+    ]
+    # Delivered once: a socket.io session opened now finds the outbox empty...
+    browser = await browsers().connect(web)
+    await browser.start_session(SESSION)
+    await browser.nothing_more()
+    # ...and the button delivered through the stream counts as offered.
+    requests.post(web.url + "/webhook", json={"sender": SESSION, "message": "/choose_slot"}, timeout=10)
+    assert web.agent.messages[-1].metadata["kind"] == "button"
+
+
+async def test_a_socket_session_also_drains_the_outbox(web, browsers):
+    requests.post(web.url + "/webhook", json={"sender": SESSION, "message": "hi"}, timeout=10)
+    await push(web, web.agent.messages[-1].sender_id, {"text": "Still there?"})
+    browser = await browsers().connect(web)
+    await browser.start_session(SESSION)
+    assert await browser.expect("bot_uttered") == {"text": "Still there?"}
+
+
+async def test_event_stream_gets_live_messages(web):
+    requests.post(web.url + "/webhook", json={"sender": SESSION, "message": "hi"}, timeout=10)
+    customer = web.agent.messages[-1].sender_id
+    async with aiohttp.ClientSession() as http:
+        async with http.get(web.url + "/events", params={"sender": SESSION}) as stream:
+            await asyncio.wait_for(stream.content.readline(), 5)  # ": connected"
+            await push(web, customer, {"text": "Hello from an agent"})
+            assert await read_events(stream, 1) == [("bot", {"recipient_id": SESSION, "text": "Hello from an agent"})]
+
+
+async def test_event_stream_needs_a_visitor_id(web):
+    assert requests.get(web.url + "/events", params={"sender": "x"}, timeout=10).status_code == 400
+
+
+async def test_proactive_message_to_a_customer_without_a_web_visitor_is_recorded(web, redis):
+    from connectors.outbound import failed_key
+
+    await push(web, "c_nobody", {"text": "Hello?"})
+    (record,) = [json.loads(item) for item in redis.lrange(failed_key(), 0, -1)]
+    assert record["channel"] == "webchat" and record["body"] == {"text": "Hello?"}
