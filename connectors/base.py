@@ -196,6 +196,9 @@ class ThreadlineInput(InputChannel):
     """
 
     channel: str = ""
+    # How the assistant names this channel to the customer ("we were talking
+    # on WhatsApp"); actions read it from metadata and never name channels.
+    channel_label: str = ""
     # credentials.yml key -> environment variable named in errors. Every key is
     # required unless it has an entry in ``credential_defaults``.
     credential_env: Dict[str, str] = {}
@@ -509,6 +512,7 @@ class ThreadlineInput(InputChannel):
                 "kind": envelope.kind,
                 "locale": envelope.locale,
                 "profile_name": envelope.profile_name,
+                "channel_label": self.channel_label or envelope.channel.replace("_", " ").title(),
                 "previous_channel": previous,
             }
         )

@@ -64,6 +64,7 @@ class TelegramInput(ThreadlineInput):
     """Receives Telegram webhook updates (credentials: see ``credential_env``)."""
 
     channel = "telegram"
+    channel_label = "Telegram"
     credential_env = {
         "bot_token": "TELEGRAM_BOT_TOKEN",
         "secret_token": "TELEGRAM_SECRET_TOKEN",

@@ -102,6 +102,7 @@ class WhatsAppInput(ThreadlineInput):
     """Receives WhatsApp Cloud API webhooks (credentials: see ``credential_env``)."""
 
     channel = "whatsapp"
+    channel_label = "WhatsApp"
     credential_env = {
         "verify_token": "WHATSAPP_VERIFY_TOKEN",
         "app_secret": "WHATSAPP_APP_SECRET",

@@ -45,3 +45,11 @@ def require(name: str) -> str:
     if not value:
         raise RuntimeError(f"Missing required setting: environment variable {name} is not set.")
     return value
+
+
+# Public defaults of optional settings; the stack exports them when unset so
+# credentials.yml's ${VAR} references always resolve.
+DEFAULTS = {
+    "WHATSAPP_API_BASE": "https://graph.facebook.com/v21.0",
+    "TELEGRAM_API_BASE": "https://api.telegram.org",
+}
