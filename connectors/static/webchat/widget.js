@@ -308,6 +308,7 @@
     var attachment = reply.attachment;
     var image = reply.image || (attachment && attachment.type === "image" && attachment.payload && attachment.payload.src);
     var text = typeof reply.text === "string" ? reply.text : null;
+    image = isHttpUrl(image) ? image : null;
     if (!text && !image) return; // custom payloads are for other clients
     var entry = { from: "bot", text: text, image: image || null };
     if (Array.isArray(reply.buttons) && reply.buttons.length) entry.buttons = reply.buttons;
