@@ -339,9 +339,30 @@ class WebchatPushOutput(ThreadlineOutput, _Deliver):
         if not delivered:
             await run_sync(outbox_push, visitor, recipient_id, message, self.redis_client())
 
+    # Callers outside Rasa's processor (the agent desk) may use these directly;
+    # each becomes one response so the web keeps its buttons and images.
+
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
-        """Send plain text (for callers that use the output channel directly)."""
+        """Send text."""
         await self.send_response(recipient_id, {"text": text})
+
+    async def send_text_with_buttons(
+        self, recipient_id: str, text: str, buttons: List[Dict[str, Any]], **kwargs: Any
+    ) -> None:
+        """Send text with buttons."""
+        await self.send_response(recipient_id, {"text": text, "buttons": buttons})
+
+    async def send_image_url(self, recipient_id: str, image: str, **kwargs: Any) -> None:
+        """Send an image."""
+        await self.send_response(recipient_id, {"image": image})
+
+    async def send_attachment(self, recipient_id: str, attachment: Any, **kwargs: Any) -> None:
+        """Send an attachment."""
+        await self.send_response(recipient_id, {"attachment": attachment})
+
+    async def send_custom_json(self, recipient_id: str, json_message: Dict[str, Any], **kwargs: Any) -> None:
+        """Send a custom payload (internal notes are still dropped)."""
+        await self.send_response(recipient_id, {"custom": json_message})
 
 
 class WebchatInput(ThreadlineInput):
@@ -549,6 +570,19 @@ class WebchatInput(ThreadlineInput):
         @blueprint.listener("before_server_stop")
         async def end_streams(*_: Any) -> None:
             self.live.close_streams()
+
+        @blueprint.middleware("request")
+        async def browsers_to_chat(request: Request) -> Optional[HTTPResponse]:
+            # GET / stays the JSON health check, except for a browser asking for a page.
+            route = getattr(request, "route", None)
+            if (
+                request.method == "GET"
+                and route is not None
+                and route.name.endswith(".health")
+                and "text/html" in request.headers.get("accept", "")
+            ):
+                return response.redirect(request.path.rstrip("/") + "/chat")
+            return None
 
         @blueprint.route("/chat", methods=["GET"], name="chat_page")
         async def chat_page(_: Request) -> HTTPResponse:

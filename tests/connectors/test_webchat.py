@@ -101,6 +101,13 @@ def test_health_page_widget_and_config(web):
     }
 
 
+def test_a_browser_opening_the_root_gets_the_chat_page(web):
+    opened = requests.get(web.url + "/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}, timeout=10)
+    assert opened.url == web.url + "/chat"
+    assert opened.headers["content-type"].startswith("text/html")
+    assert requests.get(web.url + "/", headers={"Accept": "*/*"}, timeout=10).json()["status"] == "ok"
+
+
 # --------------------------------------------------------------------------- REST
 
 

@@ -283,6 +283,25 @@ async def test_event_stream_gets_live_messages(web):
             assert await read_events(stream, 1) == [("bot", {"recipient_id": SESSION, "text": "Hello from an agent"})]
 
 
+async def test_direct_calls_keep_buttons_and_images(web):
+    """The agent desk calls the output's send_* methods directly, not send_response."""
+    requests.post(web.url + "/webhook", json={"sender": SESSION, "message": "hi"}, timeout=10)
+    customer = web.agent.messages[-1].sender_id
+    output = web.channel.get_output_channel()
+    await on_server(web, output.send_text_with_buttons(customer, "Rate us", [{"title": "Great", "payload": "/affirm"}]))
+    await on_server(web, output.send_image_url(customer, "https://cdn.example.com/map.png"))
+    await on_server(web, output.send_custom_json(customer, {"internal_note": "not for the customer"}))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(web.url + "/events", params={"sender": SESSION}) as stream:
+            events = await read_events(stream, 2)
+            assert events == [
+                ("bot", {"recipient_id": SESSION, "text": "Rate us", "buttons": [{"title": "Great", "payload": "/affirm"}]}),
+                ("bot", {"recipient_id": SESSION, "image": "https://cdn.example.com/map.png"}),
+            ]
+            with pytest.raises(asyncio.TimeoutError):
+                await read_events(stream, 1, timeout=0.5)
+
+
 async def test_event_stream_needs_a_visitor_id(web):
     assert requests.get(web.url + "/events", params={"sender": "x"}, timeout=10).status_code == 400
 
