@@ -44,6 +44,7 @@ A turn's URL carries its number (``/gather?turn=N``), so a platform retry of
 the same turn is recognised (dedupe) and answered with the same document.
 """
 import asyncio
+import functools
 import html
 import json
 import logging
@@ -604,15 +605,14 @@ class VoiceOutput(ThreadlineOutput):
     def __init__(self, config: Dict[str, str], sender: Any, redis: Any = None) -> None:
         super().__init__(config, sender, redis)
         self.messages: List[Dict[str, Any]] = []
-        self._current: Dict[str, Any] = {}
 
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
-        """Keep the whole response (the base drops internal notes and other channels' payloads)."""
-        self._current = dict(message)
+        """Collect one response, remembering the template it came from (``utter_action``)."""
         before = len(self.messages)
         await super().send_response(recipient_id, message)
-        if len(self.messages) > before and message.get("utter_action"):
-            self.messages[-1]["utter_action"] = message["utter_action"]
+        if message.get("utter_action"):
+            for collected in self.messages[before:]:
+                collected["utter_action"] = message["utter_action"]
 
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
         """Collect text."""
@@ -738,8 +738,8 @@ class VoiceInput(ThreadlineInput):
         redis = self.redis_client()
         state = CallState.load(redis, self.name(), voice.call_id)
         request.ctx.call_state = state
-        emit = lambda kind, **details: record_event(  # noqa: E731
-            redis, kind, channel=self.name(), call_id=voice.call_id, customer_id=state.customer_id, **details
+        emit = functools.partial(
+            record_event, redis, channel=self.name(), call_id=voice.call_id, customer_id=state.customer_id
         )
         if voice.event == EVENT_STATUS:
             self._record_status(redis, state, voice, emit)

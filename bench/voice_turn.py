@@ -1,0 +1,212 @@
+"""Benchmark: one voice turn, Threadline's twilio_voice vs Rasa's stock twilio_voice channel.
+
+A turn is Twilio posting the caller's ``SpeechResult`` to the gather action and
+getting TwiML back: signature check, call state, identity, NLU, policies, the
+action server (order form validation, order lookup), the tracker store and the
+SSML rendering. Two stacks run the same model, each with its own action server
+and one shared Redis and database (a throwaway var/ directory):
+
+- Threadline: ``connectors.twilio_voice.TwilioVoiceInput`` (signed requests)
+- stock:      Rasa's ``twilio_voice`` (no signature check, plain ``<Say>``)
+
+Each simulated caller rings once (not timed), then says, turn after turn,
+"where is my order" / "482913" / "thank you" (a form, a custom action, a plain
+response). At each concurrency level (simultaneous calls) both servers get the
+same load, one after the other; p50 and p95 are over every turn of the level.
+Prints a table and the largest level whose p95 is <= 300 ms; always exits 0.
+
+    PYTHONPATH=. .venv/bin/python bench/voice_turn.py [--levels 1,4,10] [--turns 60]
+"""
+import argparse
+import asyncio
+import gc
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import aiohttp
+import yaml
+
+from connectors.twilio_voice import sign_request
+
+TARGET_P95_MS = 300.0
+REQUIRED_LEVELS = (1, 4, 10)
+SEARCH_LEVELS = (1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 32)
+UTTERANCES = ("where is my order", "482913", "thank you")
+AUTH_TOKEN = "bench-" + uuid.uuid4().hex
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: List[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+class Server:
+    """One of the two servers under test and how to post a turn to it."""
+
+    def __init__(self, label: str, base: str, signed: bool) -> None:
+        self.label, self.base, self.signed = label, base, signed
+
+    def request(self, path: str, params: List[Tuple[str, str]]) -> Tuple[str, Dict[str, str]]:
+        """(URL, headers) for posting ``params`` to ``path``, signed for Threadline."""
+        url = f"{self.base}{path}"
+        headers = sign_request(AUTH_TOKEN, url, params) if self.signed else {}
+        return url, headers
+
+
+async def post(session: aiohttp.ClientSession, url: str, params, headers) -> str:
+    async with session.post(url, data=params, headers=headers) as reply:
+        body = await reply.text()
+        if reply.status != 200 or "<Response" not in body:
+            raise RuntimeError(f"{url}: {reply.status} {body[:200]}")
+        return body
+
+
+async def caller(server: Server, session: aiohttp.ClientSession, turns: int, samples: List[float]) -> None:
+    """One call: ring, then ``turns`` timed speech turns."""
+    sid = "CA" + uuid.uuid4().hex
+    number = f"+1415555{int(uuid.uuid4().int % 10000):04d}"
+    ring = [("CallSid", sid), ("From", number), ("To", "+18005551212"), ("CallStatus", "ringing")]
+    await post(session, *server.request("/webhook", ring))
+    for turn in range(1, turns + 1):
+        text = UTTERANCES[(turn - 1) % len(UTTERANCES)]
+        params = [("CallSid", sid), ("From", number), ("SpeechResult", text), ("Confidence", "0.92")]
+        path = f"/gather?turn={turn}" if server.signed else "/webhook"
+        url, headers = server.request(path, params)
+        started = time.perf_counter()
+        await post(session, url, params, headers)
+        samples.append((time.perf_counter() - started) * 1000)
+
+
+async def run_level(server: Server, concurrency: int, min_turns: int, turns_per_call: int = 6) -> List[float]:
+    """Turn latencies (ms) with ``concurrency`` calls in flight until ``min_turns`` were timed."""
+    samples: List[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def worker() -> None:
+            while len(samples) < min_turns:
+                await caller(server, session, turns_per_call, samples)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return samples
+
+
+def credentials_file(directory: Path, name: str, config: dict) -> str:
+    path = directory / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+def start_stacks(work: Path):
+    from threadline.stack import Stack
+
+    env = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "THREADLINE_VAR_DIR": str(work), "LOG_LEVEL": "WARNING"}
+    ours = Stack(
+        rasa_port=_free_port(), action_port=_free_port(), env=env,
+        credentials=credentials_file(work, "ours.yml", {
+            "connectors.twilio_voice.TwilioVoiceInput": {"auth_token": "${TWILIO_AUTH_TOKEN}"}}),
+    ).start()
+    stock_env = dict(env, REDIS_URL=ours.env["REDIS_URL"])
+    try:
+        stock = Stack(
+            rasa_port=_free_port(), action_port=_free_port(), env=stock_env,
+            credentials=credentials_file(work, "stock.yml", {"twilio_voice": {"assistant_voice": "woman"}}),
+        ).start()
+    except BaseException:
+        ours.stop()
+        raise
+    return ours, stock
+
+
+def largest_level(results: Dict[int, List[float]]) -> Optional[int]:
+    """The largest level whose p95 holds the target, counting up without gaps."""
+    best = None
+    for level in sorted(results):
+        if percentile(results[level], 0.95) > TARGET_P95_MS:
+            break
+        best = level
+    return best
+
+
+async def measure(servers: List[Server], levels: List[int], min_turns: int, search: bool) -> Dict[str, Dict[int, List[float]]]:
+    results: Dict[str, Dict[int, List[float]]] = {s.label: {} for s in servers}
+    for server in servers:  # warm up: first-call costs are not a turn's
+        await run_level(server, 2, 12)
+    done = {s.label: False for s in servers}
+    for level in levels:
+        for server in servers:
+            if search and done[server.label] and level not in REQUIRED_LEVELS:
+                continue
+            gc.collect()
+            samples = await run_level(server, level, max(min_turns, level * 6))
+            results[server.label][level] = samples
+            print(f"  {server.label}: {level} calls, p95 {percentile(samples, 0.95):.0f} ms", flush=True)
+            if percentile(results[server.label][level], 0.95) > TARGET_P95_MS:
+                done[server.label] = True
+        if search and all(done.values()) and level >= max(REQUIRED_LEVELS):
+            break
+    return results
+
+
+def report(results: Dict[str, Dict[int, List[float]]]) -> None:
+    print("\nOne voice turn: signed SpeechResult webhook in -> TwiML out (ms, client-side round trip)")
+    print(f"{'server':<34}{'calls':>6}{'p50':>9}{'p95':>9}{'max':>9}{'turns':>7}")
+    for label, by_level in results.items():
+        for level, samples in sorted(by_level.items()):
+            print(f"{label:<34}{level:>6}{statistics.median(samples):>9.1f}{percentile(samples, 0.95):>9.1f}"
+                  f"{max(samples):>9.1f}{len(samples):>7}")
+    print(f"\nLargest number of concurrent calls with p95 <= {TARGET_P95_MS:.0f} ms:")
+    for label, by_level in results.items():
+        best = largest_level(by_level)
+        tried = max(by_level)
+        print(f"  {label:<32} {best if best is not None else 'none'}"
+              f"{' (every level tried passed; highest tried ' + str(tried) + ')' if best == tried else ''}")
+    for level in REQUIRED_LEVELS:
+        ours, stock = (results[k].get(level) for k in results)
+        if ours and stock:
+            ratio = percentile(ours, 0.95) / percentile(stock, 0.95)
+            print(f"  p95 at {level:>2} calls: Threadline / stock = {ratio:.2f}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Start both stacks, measure, print; always 0 (figures, not a gate)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", help="comma-separated concurrency levels (default: search up to 32)")
+    parser.add_argument("--turns", type=int, default=60, help="minimum timed turns per level and server")
+    args = parser.parse_args(argv)
+    levels = [int(x) for x in args.levels.split(",")] if args.levels else list(SEARCH_LEVELS)
+    with tempfile.TemporaryDirectory(prefix="threadline-bench-") as tmp:
+        os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+        print("starting two stacks (Threadline and stock twilio_voice) on the trained model ...", flush=True)
+        ours, stock = start_stacks(Path(tmp))
+        try:
+            servers = [
+                Server("threadline twilio_voice (signed)", f"{ours.rasa_url}/webhooks/twilio_voice", signed=True),
+                Server("rasa stock twilio_voice", f"{stock.rasa_url}/webhooks/twilio_voice", signed=False),
+            ]
+            results = asyncio.run(measure(servers, levels, args.turns, search=not args.levels))
+        finally:
+            stock.stop()
+            ours.stop()
+    report(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
