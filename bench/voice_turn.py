@@ -33,7 +33,12 @@ from typing import Dict, List, Optional, Tuple
 import aiohttp
 import yaml
 
-from connectors.twilio_voice import sign_request
+# Run as a script, bench/ comes first on sys.path, where a bench module may
+# share a package's name (bench/connectors.py): the project root goes first.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+from connectors.twilio_voice import sign_request  # noqa: E402
 
 TARGET_P95_MS = 300.0
 REQUIRED_LEVELS = (1, 4, 10)

@@ -261,3 +261,28 @@ async def test_default_loaders_read_identity_and_cases(redis, business_db):
     assert found["profile"] == {"channels": ["whatsapp"], "last_channel": "whatsapp"}
     assert [c["id"] for c in found["open_cases"]] == [case]
     assert json.loads(redis.get(prefetch.cache_key(who.customer_id)))["kinds"]["profile"]["channels"] == ["whatsapp"]
+
+
+# ----------------------------------------------------------------- credentials.yml
+
+
+def test_the_projects_credentials_build_both_voice_channels(tmp_path, monkeypatch):
+    import yaml
+    from rasa.core.run import create_http_input_channels
+
+    from connectors.jambonz import JambonzInput
+    from connectors.twilio_voice import TwilioVoiceInput
+    from threadline import settings
+
+    blocks = {key: value for key, value in yaml.safe_load((settings.PROJECT_ROOT / "credentials.yml").read_text()).items()
+              if key.startswith(("connectors.twilio_voice.", "connectors.jambonz."))}
+    path = tmp_path / "credentials.yml"
+    path.write_text(yaml.safe_dump(blocks))
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tw-token")
+    monkeypatch.setenv("JAMBONZ_WEBHOOK_SECRET", "jz-secret")
+    monkeypatch.setenv("TWILIO_PUBLIC_BASE_URL", "https://voice.example.com")
+    channels = {type(channel): channel for channel in create_http_input_channels(None, str(path))}
+    twilio, jambonz = channels[TwilioVoiceInput], channels[JambonzInput]
+    assert twilio.config["auth_token"] == "tw-token" and twilio.config["public_base_url"] == "https://voice.example.com"
+    assert jambonz.config["webhook_secret"] == "jz-secret" and jambonz.config["basic_auth_user"] == ""
+    assert twilio.get_output_channel().name() == "twilio_voice" and jambonz.get_output_channel().name() == "jambonz"
