@@ -369,6 +369,7 @@ class WebchatInput(ThreadlineInput):
     """The web chat: chat page and widget, REST webhook, socket.io and live events."""
 
     channel = CHANNEL
+    channel_label = "the web chat"
     credential_env = {
         "socketio_path": "WEBCHAT_SOCKETIO_PATH",
         "user_message_evt": "WEBCHAT_USER_MESSAGE_EVT",

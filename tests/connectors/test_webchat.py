@@ -126,6 +126,7 @@ def test_reply_comes_back_in_rest_shape_with_metadata(web):
     assert meta["transport"] == "rest"
     assert meta["locale"] == "de-DE"
     assert meta["client_metadata"] == {"language": "de-DE", "page": "/pricing"}
+    assert meta["channel_label"] == "the web chat"  # "we were ... on the web chat"
     assert meta["trace_id"] and meta["message_id"]
 
 
