@@ -75,7 +75,7 @@ class Stack:
         self.model = str(self.root / model)
         self.rasa_port = rasa_port
         self.action_port = action_port
-        self.env = dict(settings.DEFAULTS, **os.environ, **(env or {}))
+        self.env = {**settings.DEFAULTS, **os.environ, **(env or {})}
         self.credentials_path = self.root / credentials
         self.endpoints_path = self.root / endpoints
         self.processes: List[subprocess.Popen] = []
