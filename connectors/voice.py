@@ -42,6 +42,12 @@ minus half a second, it was a barge-in. The estimate errs towards "no barge-in"
 
 A turn's URL carries its number (``/gather?turn=N``), so a platform retry of
 the same turn is recognised (dedupe) and answered with the same document.
+
+Metadata added to each ``UserMessage`` (besides the base's): ``call_sid``,
+``channel_label`` ("the phone"), ``voice_event`` ("call_start" for the
+greeting), ``input_mode`` (speech | dtmf), ``speech_confidence``, ``digits``,
+``chosen_payload``, ``barge_in`` and ``low_confidence`` when they apply. The
+caller id gives trust "low": personal data still needs step-up verification.
 """
 import asyncio
 import functools
@@ -711,7 +717,7 @@ class VoiceInput(ThreadlineInput):
             request.ctx.voice_envelopes = []
             return []
         user_id, phone = caller_identity(voice.caller, voice.call_id)
-        extra: Dict[str, Any] = {"call_id": voice.call_id, "channel_label": self.channel_label}
+        extra: Dict[str, Any] = {"call_sid": voice.call_id, "channel_label": self.channel_label}
         if voice.event == EVENT_CALL:
             envelope = Envelope(
                 channel=self.name(), channel_user_id=user_id, message_id=f"{voice.call_id}:call",
@@ -805,7 +811,7 @@ class VoiceInput(ThreadlineInput):
         if envelope.kind == KIND_TEXT:
             dtmf = envelope.extra.get("input_mode") == "dtmf"
             chosen = chosen_payload(
-                self.redis_client(), self.name(), envelope.extra["call_id"],
+                self.redis_client(), self.name(), envelope.extra["call_sid"],
                 envelope.extra.get("digits") if dtmf else None, None if dtmf else envelope.text,
             )
             if chosen:

@@ -186,7 +186,7 @@ def test_an_incoming_call_is_greeted_by_the_bot(served):
     (message,) = served.agent.messages
     assert message.text == "/greet" and message.input_channel == "twilio_voice"
     meta = message.metadata
-    assert meta["channel"] == "twilio_voice" and meta["call_id"] == call.sid
+    assert meta["channel"] == "twilio_voice" and meta["call_sid"] == call.sid
     assert meta["channel_user_id"] == CALLER and meta["trust"] == "low" and meta["voice_event"] == "call_start"
     assert message.sender_id == identity.channel_identity("twilio_voice", CALLER).customer_id
 
