@@ -37,7 +37,6 @@ from sanic.request import Request
 from connectors.base import BadPayload
 from connectors.voice import (
     EVENT_CALL,
-    EVENT_INPUT,
     EVENT_STATUS,
     Prompt,
     VoiceInput,

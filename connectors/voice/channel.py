@@ -1,0 +1,401 @@
+"""``VoiceInput``: the call flow of every voice channel on top of the shared pipeline.
+
+See ``connectors.voice`` for the routes, the flow and the metadata.
+"""
+import asyncio
+import functools
+import logging
+import time
+import uuid
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
+from xml.sax.saxutils import escape
+
+from rasa.core.channels.channel import UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from connectors.base import KIND_BUTTON, KIND_TEXT, Envelope, Outcome, ThreadlineInput, ThreadlineOutput, run_sync
+from connectors.voice.calls import (
+    BARGE_IN,
+    CALL_COMPLETED,
+    CALL_FAILED,
+    CALLER_HANGUP,
+    EVENT_CALL,
+    EVENT_INPUT,
+    EVENT_STATUS,
+    LOW_CONFIDENCE,
+    NO_INPUT,
+    CallState,
+    VoiceRequest,
+    caller_identity,
+    chosen_payload,
+    record_event,
+    started_during_prompt,
+    store_choices,
+)
+from connectors.voice.speech import HUMAN_KEY, Choice, Prompt, build_prompt, sent_elsewhere_ssml, spoken_preview
+from threadline import identity, prefetch, settings
+
+logger = logging.getLogger(__name__)
+
+GREET_PAYLOAD = "/greet"
+MAX_NO_INPUT = 2  # the first silence is reprompted, the second ends the call
+DEFAULT_LOW_CONFIDENCE = 0.5
+MESSAGING_LABELS = {"whatsapp": "WhatsApp", "telegram": "Telegram"}
+
+NOT_CAUGHT = "Sorry, I didn't catch that."
+GOODBYE = "I haven't heard anything, so I'll end the call here. Thanks for calling Threadline, goodbye."
+TROUBLE = "Sorry, something went wrong on my side. Could you say that again?"
+UNAVAILABLE = "Sorry, we're having technical trouble right now. Please call back in a few minutes. Goodbye."
+HUMAN_HINT = "To talk to a person, press 0 at any time."
+
+
+
+class VoiceOutput(ThreadlineOutput):
+    """Collects the bot's responses to one webhook; the input renders them afterwards.
+
+    Also what ``get_output_channel`` returns: a phone call cannot receive a
+    proactive message outside a webhook, so those are collected and dropped.
+    """
+
+    def __init__(self, config: Dict[str, str], sender: Any, redis: Any = None) -> None:
+        super().__init__(config, sender, redis)
+        self.messages: List[Dict[str, Any]] = []
+
+    async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
+        """Collect one response, remembering the template it came from (``utter_action``)."""
+        before = len(self.messages)
+        await super().send_response(recipient_id, message)
+        if message.get("utter_action"):
+            for collected in self.messages[before:]:
+                collected["utter_action"] = message["utter_action"]
+
+    async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
+        """Collect text."""
+        self.messages.append({"text": text})
+
+    async def send_text_with_buttons(self, recipient_id: str, text: str, buttons: List[Dict[str, Any]], **kwargs: Any) -> None:
+        """Collect text with buttons (spoken as choices)."""
+        self.messages.append({"text": text, "buttons": buttons})
+
+    async def send_quick_replies(self, recipient_id: str, text: str, quick_replies: List[Dict[str, Any]], **kwargs: Any) -> None:
+        """Quick replies are spoken like buttons."""
+        self.messages.append({"text": text, "buttons": quick_replies})
+
+    async def send_image_url(self, recipient_id: str, image: str, **kwargs: Any) -> None:
+        """Collect an image (sent to a messaging channel, or left out)."""
+        self.messages.append({"image": image})
+
+    async def send_attachment(self, recipient_id: str, attachment: str, **kwargs: Any) -> None:
+        """Collect an attachment link."""
+        self.messages.append({"attachment": attachment})
+
+    async def send_elements(self, recipient_id: str, elements: Iterable[Any], **kwargs: Any) -> None:
+        """Collect carousel elements (titles spoken, buttons become choices)."""
+        self.messages.append({"elements": list(elements)})
+
+    async def send_custom_json(self, recipient_id: str, json_message: Dict[str, Any], **kwargs: Any) -> None:
+        """A custom payload is spoken only if it carries ``text``."""
+        if isinstance(json_message, dict) and isinstance(json_message.get("text"), str):
+            self.messages.append({"custom": json_message})
+
+
+class VoiceInput(ThreadlineInput):
+    """Base of the voice channels: the call flow on top of the shared pipeline.
+
+    Subclasses set ``channel``/``credential_env`` and implement ``verify``,
+    ``decode``, ``voice_request`` (platform fields -> ``VoiceRequest``),
+    ``render`` (``Prompt`` -> response body) and ``status_body``.
+    """
+
+    output_class = VoiceOutput
+    content_type = "text/plain"
+    terminal_statuses = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+    channel_label = "the phone"
+    end_of_speech_wait = 1.0
+
+    def __init__(self, config: Dict[str, str], **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.prefetcher = prefetch.Prefetcher()
+        self._deliveries: set = set()
+        self.low_confidence = float(settings.env("VOICE_LOW_CONFIDENCE", str(DEFAULT_LOW_CONFIDENCE)))
+
+    # ------------------------------------------------------------ subclass hooks
+
+    def voice_request(self, request: Request, payload: Any) -> VoiceRequest:
+        """The platform's fields as a ``VoiceRequest``; raise ``BadPayload`` if unusable."""
+        raise NotImplementedError
+
+    def render(self, request: Request, prompt: Prompt, action_url: str) -> str:
+        """The response body that speaks ``prompt`` and listens at ``action_url``."""
+        raise NotImplementedError
+
+    def status_body(self) -> str:
+        """The body answering a status callback."""
+        return ""
+
+    # ------------------------------------------------------------------- routes
+
+    def register_routes(
+        self, blueprint: Blueprint, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> None:
+        """``POST /gather`` (the caller's input) and ``POST /status`` (call status)."""
+        for route, event in (("gather", EVENT_INPUT), ("status", EVENT_STATUS)):
+
+            async def receive(request: Request, _event: str = event) -> HTTPResponse:
+                request.ctx.voice_route = _event
+                return await self.handle_request(request, on_new_message)
+
+            blueprint.add_route(receive, f"/{route}", methods=["POST"], stream=True, name=route)
+
+    def public_base(self, request: Request) -> str:
+        """Where the platform reaches us: ``public_base_url`` if set, else this request's host."""
+        configured = (self.config.get("public_base_url") or "").rstrip("/")
+        return configured or f"{request.scheme}://{request.host}"
+
+    def action_url(self, request: Request, turn: int) -> str:
+        """The absolute URL of the next turn's input webhook."""
+        return f"{self.public_base(request)}/webhooks/{self.name()}/gather?turn={turn}"
+
+    # ------------------------------------------------------------------ pipeline
+
+    def parse(self, request: Request, payload: Any) -> List[Envelope]:
+        """One envelope per call start or caller input; none for silence and status."""
+        voice = self.voice_request(request, payload)
+        request.ctx.voice = voice
+        if voice.event == EVENT_STATUS or (voice.event == EVENT_INPUT and not voice.has_input):
+            request.ctx.voice_envelopes = []
+            return []
+        user_id, phone = caller_identity(voice.caller, voice.call_id)
+        extra: Dict[str, Any] = {"call_sid": voice.call_id, "channel_label": self.channel_label}
+        if voice.event == EVENT_CALL:
+            envelope = Envelope(
+                channel=self.name(), channel_user_id=user_id, message_id=f"{voice.call_id}:call",
+                kind=KIND_BUTTON, payload=GREET_PAYLOAD, phone=phone, extra={**extra, "voice_event": "call_start"},
+            )
+        else:
+            turn = f"t{voice.turn}" if voice.turn is not None else uuid.uuid4().hex
+            if (voice.speech or "").strip():
+                extra.update(input_mode="speech", speech_confidence=voice.confidence)
+                text = voice.speech.strip()
+            else:
+                extra.update(input_mode="dtmf", digits=voice.digits.strip())
+                text = voice.digits.strip().rstrip("#") or voice.digits.strip()
+            envelope = Envelope(
+                channel=self.name(), channel_user_id=user_id, message_id=f"{voice.call_id}:{turn}",
+                kind=KIND_TEXT, text=text, phone=phone, extra=extra,
+            )
+        request.ctx.voice_envelopes = [envelope]
+        return [envelope]
+
+    def record_events(self, request: Request, payload: Any) -> None:
+        """Load the call's state; record status, silence, confidence and barge-in (blocking)."""
+        voice: VoiceRequest = request.ctx.voice
+        redis = self.redis_client()
+        state = CallState.load(redis, self.name(), voice.call_id)
+        request.ctx.call_state = state
+        emit = functools.partial(
+            record_event, redis, channel=self.name(), call_id=voice.call_id, customer_id=state.customer_id
+        )
+        if voice.event == EVENT_STATUS:
+            self._record_status(redis, state, voice, emit)
+            return
+        current = voice.turn is None or voice.turn == state.turn
+        if voice.event != EVENT_INPUT or not current:
+            return  # a call start, or a late retry of an earlier turn
+        if not voice.has_input:
+            state.no_input += 1
+            emit(NO_INPUT, count=state.no_input, turn=voice.turn, reason=voice.reason)
+            return
+        state.no_input = 0
+        envelope = request.ctx.voice_envelopes[0]
+        if voice.speech and voice.confidence is not None and voice.confidence < self.low_confidence:
+            envelope.extra["low_confidence"] = True
+            emit(LOW_CONFIDENCE, confidence=voice.confidence, turn=voice.turn)
+        if state.known and started_during_prompt(
+            state.prompt_at, state.prompt_seconds, voice.received_at,
+            speech=voice.speech, digits=None if voice.speech else voice.digits,
+            end_of_speech_wait=self.end_of_speech_wait,
+        ):
+            envelope.extra["barge_in"] = True
+            emit(
+                BARGE_IN, turn=voice.turn, input=envelope.extra.get("input_mode"),
+                elapsed=round(voice.received_at - state.prompt_at, 2), prompt_seconds=round(state.prompt_seconds, 2),
+            )
+
+    def _record_status(self, redis: Any, state: CallState, voice: VoiceRequest, emit: Callable[..., None]) -> None:
+        status = (voice.status or "").lower()
+        state.record_status(redis, status, voice.received_at)
+        if status == "completed":
+            ended_by = state.ended_by or "caller"
+            if ended_by == "caller":
+                emit(CALLER_HANGUP, turn=state.turn)
+            emit(CALL_COMPLETED, ended_by=ended_by, duration=voice.duration, turns=state.turn)
+        elif status in self.terminal_statuses:
+            emit(CALL_FAILED, status=status)
+
+    async def handle_envelope(
+        self, request: Request, envelope: Envelope, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> Outcome:
+        """At a call start, begin the customer lookups as soon as the caller is identified."""
+        voice: VoiceRequest = request.ctx.voice
+        if voice.event != EVENT_CALL:
+            return await super().handle_envelope(request, envelope, on_new_message)
+
+        async def forward(message: UserMessage) -> Any:
+            self.start_prefetch(request, voice.call_id, message.sender_id)
+            return await on_new_message(message)
+
+        return await super().handle_envelope(request, envelope, forward)
+
+    def start_prefetch(self, request: Request, call_id: str, customer_id: str) -> None:
+        """Prefetch profile, open cases and conversation (off with ``VOICE_PREFETCH=false``)."""
+        if (settings.env("VOICE_PREFETCH", "true") or "").lower() in ("0", "false", "no", "off"):
+            return
+        agent = getattr(request.app.ctx, "agent", None)
+        loaders = prefetch.default_loaders(customer_id, getattr(agent, "tracker_store", None))
+        self.prefetcher.start(f"{self.name()}:{call_id}", customer_id, loaders, redis=self._redis)
+
+    def message_text(self, envelope: Envelope, customer_id: str) -> Optional[str]:
+        """Keypad 0 asks for a human; a choice's digit or spoken title becomes its payload."""
+        if envelope.kind == KIND_TEXT:
+            dtmf = envelope.extra.get("input_mode") == "dtmf"
+            chosen = chosen_payload(
+                self.redis_client(), self.name(), envelope.extra["call_sid"],
+                envelope.extra.get("digits") if dtmf else None, None if dtmf else envelope.text,
+            )
+            if chosen:
+                envelope.extra["chosen_payload"] = chosen
+                return chosen
+        return super().message_text(envelope, customer_id)
+
+    def get_output_channel(self) -> VoiceOutput:
+        """A collector (see ``VoiceOutput``)."""
+        return self.output_class(self.config, self.sender, redis=self._redis)
+
+    def output_channel_for(self, request: Request, envelope: Envelope) -> VoiceOutput:
+        """A fresh collector per webhook; its messages are rendered into the response."""
+        request.ctx.voice_output = self.get_output_channel()
+        return request.ctx.voice_output
+
+    def build_response(self, request: Request, outcomes: List[Outcome]) -> HTTPResponse:
+        """Deferred: ``handle_request`` renders once the call state is at hand."""
+        request.ctx.voice_outcomes = outcomes
+        return response.empty()
+
+    # ---------------------------------------------------------------- responding
+
+    async def handle_request(
+        self, request: Request, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> HTTPResponse:
+        """The base pipeline, then the voice document for the platform.
+
+        A failure after verification still answers the caller politely (and
+        hangs up) rather than leaving the platform with an error page.
+        """
+        request.ctx.voice_outcomes = None
+        result = await super().handle_request(request, on_new_message)
+        outcomes = request.ctx.voice_outcomes
+        voice = getattr(request.ctx, "voice", None)
+        try:
+            if outcomes is not None:
+                return await self.respond(request, outcomes)
+        except Exception:
+            logger.exception("%s: could not answer call %s", self.name(), getattr(voice, "call_id", "?"))
+        else:
+            if result.status < 500 or voice is None or voice.event == EVENT_STATUS:
+                return result
+        return self._document(self.render(request, Prompt([escape(UNAVAILABLE)], hangup=True), ""))
+
+    def _document(self, body: str) -> HTTPResponse:
+        return response.text(body, content_type=self.content_type)
+
+    async def respond(self, request: Request, outcomes: List[Outcome]) -> HTTPResponse:
+        """Render the next prompt for the call and remember it."""
+        voice: VoiceRequest = request.ctx.voice
+        state: CallState = request.ctx.call_state
+        if voice.event == EVENT_STATUS:
+            if voice.status and voice.status.lower() in self.terminal_statuses:
+                self.prefetcher.cancel(f"{self.name()}:{voice.call_id}")
+            return self._document(self.status_body())
+        outcome = outcomes[0] if outcomes else None
+        if outcome is not None and outcome.status == "duplicate" and state.last_body:
+            return self._document(state.last_body)
+        if outcome is not None and outcome.customer_id:
+            state.customer_id = outcome.customer_id
+        if outcome is None:
+            prompt = self._after_silence(state)
+        elif outcome.status == "failed":
+            prompt = Prompt([escape(TROUBLE)])
+        else:
+            output: Optional[VoiceOutput] = getattr(request.ctx, "voice_output", None)
+            prompt = build_prompt(output.messages if output else [])
+            await self._offer_elsewhere(request, state, prompt)
+        body = await run_sync(self._commit, request, state, prompt)
+        return self._document(body)
+
+    def _after_silence(self, state: CallState) -> Prompt:
+        if state.no_input >= MAX_NO_INPUT:
+            return Prompt([escape(GOODBYE)], hangup=True)
+        choices = [Choice(**c) for c in state.choices]
+        return Prompt([escape(NOT_CAUGHT)] + state.parts, choices=choices)
+
+    def _commit(self, request: Request, state: CallState, prompt: Prompt) -> str:
+        """Render, then store turn, prompt, timing and choices (blocking)."""
+        if prompt.choices and not state.human_hint_given and not any(c.key == HUMAN_KEY for c in prompt.choices):
+            prompt.parts.append(escape(HUMAN_HINT))
+            state.human_hint_given = True
+        state.turn += 1
+        body = self.render(request, prompt, self.action_url(request, state.turn))
+        redis = self.redis_client()
+        state.prompt_at = time.time()
+        state.prompt_seconds = prompt.seconds
+        state.parts = [p for p in prompt.parts if p != escape(NOT_CAUGHT)]
+        state.choices = [c.__dict__ for c in prompt.choices]
+        state.last_body = body
+        if prompt.hangup:
+            state.ended_by = "bot"
+        state.save(redis)
+        store_choices(redis, self.name(), state.call_id, prompt.choices)
+        logger.debug("%s call %s turn %d: %s", self.name(), state.call_id, state.turn, spoken_preview(prompt.fragment))
+        return body
+
+    # ---------------------------------------------- links and images, sent elsewhere
+
+    async def _offer_elsewhere(self, request: Request, state: CallState, prompt: Prompt) -> None:
+        """Send links/images to the customer's messaging channel and say so; else omit them."""
+        if not (prompt.links or prompt.images) or not state.customer_id:
+            return
+        found = await run_sync(self._messaging_channel, request, state.customer_id)
+        if found is None:
+            logger.info("%s: links left out of the call (no messaging channel)", self.name())
+            return
+        name, output = found
+        prompt.parts.append(sent_elsewhere_ssml(prompt, MESSAGING_LABELS[name]))
+        task = asyncio.ensure_future(self._deliver(output, state.customer_id, prompt.links, prompt.images))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    def _messaging_channel(self, request: Request, customer_id: str) -> Optional[Tuple[str, Any]]:
+        profile = prefetch.get_cached(customer_id, "profile", self._redis)
+        if profile is None:
+            redis = self.redis_client()
+            profile = {"channels": list(identity.addresses(customer_id, redis)),
+                       "last_channel": identity.last_channel(customer_id, redis)}
+        channels = [c for c in profile.get("channels") or [] if c in MESSAGING_LABELS]
+        channels.sort(key=lambda c: (c != profile.get("last_channel"), list(MESSAGING_LABELS).index(c)))
+        configured = {c.name(): c for c in getattr(request.app.ctx, "input_channels", None) or []}
+        for name in channels:
+            if name in configured:
+                return name, configured[name].get_output_channel()
+        return None
+
+    async def _deliver(self, output: Any, customer_id: str, links: List[str], images: List[str]) -> None:
+        try:
+            for image in images:
+                await output.send_image_url(customer_id, image)
+            for link in links:
+                await output.send_text_message(customer_id, link)
+        except Exception:
+            logger.exception("%s: could not send links to the customer's messaging channel", self.name())
