@@ -75,18 +75,38 @@ class Appointment(Base):
     updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
 
 
-class HandoffRequest(Base):
-    """A customer's request for a human, with the context the bot gathered."""
+class HandoffCase(Base):
+    """A handoff case: the customer's request for a person, from queue to resolution.
 
-    __tablename__ = "handoff_requests"
+    ``status`` goes ``queued`` -> ``accepted`` (an agent owns the conversation,
+    the bot is paused) -> ``closed``; a queued case may also be closed directly.
+    ``outcome`` says how it closed: ``handed_back`` (to the bot) or ``resolved``.
+    ``context`` is the package the bot built when it escalated.
+    """
+
+    __tablename__ = "handoff_cases"
     id = Column(Integer, primary_key=True)
     customer_ref = Column(String(64), nullable=False, index=True)
     reason = Column(String(64), nullable=False)
     queue = Column(String(32), nullable=False, default="general")
-    status = Column(String(16), nullable=False, default="queued")  # queued|accepted|closed
+    status = Column(String(16), nullable=False, default="queued", index=True)  # queued|accepted|closed
     context = Column(JSON, nullable=True)
+    # Escalated while nobody could take it (outside AGENT_HOURS, queue full).
+    unstaffed = Column(Boolean, nullable=False, default=False)
+    callback_requested = Column(Boolean, nullable=False, default=False)
+    customer_message = Column(Text, nullable=True)
+    agent = Column(String(64), nullable=True)
+    accepted_at = Column(DateTime, nullable=True)
+    closed_at = Column(DateTime, nullable=True)
+    closed_by = Column(String(64), nullable=True)
+    outcome = Column(String(16), nullable=True)  # handed_back|resolved
+    resolution = Column(Text, nullable=True)
     created_at = Column(DateTime, nullable=False, default=utcnow)
     updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+# The first version called a case a "handoff request"; the name stays importable.
+HandoffRequest = HandoffCase
 
 
 class Feedback(Base):
