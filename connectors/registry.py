@@ -1,0 +1,36 @@
+"""Output channels by channel name, taken from the running rasa server's input channels.
+
+``rasa run`` registers every channel of credentials.yml and keeps them in
+``app.ctx.input_channels`` (its own ``trigger_intent?output_channel=`` API looks
+them up there too). Code inside the server that must message a customer
+outside of a webhook request, such as the agent desk, asks this registry for
+the channel's output::
+
+    output = output_channel(request.app, identity.last_channel(customer_id))
+    if output is not None:
+        await output.send_text_message(customer_id, "Hello from the team")
+"""
+from typing import Any, List, Optional
+
+from rasa.core.channels.channel import InputChannel, OutputChannel
+
+
+def input_channels(app: Any) -> List[InputChannel]:
+    """The input channels the server was started with."""
+    return list(getattr(getattr(app, "ctx", None), "input_channels", None) or [])
+
+
+def output_channel(app: Any, name: Optional[str]) -> Optional[OutputChannel]:
+    """An output channel that can message customers on ``name``, or None.
+
+    None when no such channel is running or it cannot send on its own (Rasa's
+    REST channel, a voice call that has ended).
+    """
+    if not name:
+        return None
+    for channel in input_channels(app):
+        if channel.name() == name:
+            output = channel.get_output_channel()
+            if output is not None:
+                return output
+    return None

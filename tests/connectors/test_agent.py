@@ -1,0 +1,374 @@
+"""The agent desk over real HTTP: sign-in, access control, CSRF, the case steps, live events.
+
+The desk runs in a Sanic app built by Rasa's own ``configure_app`` next to a
+WhatsApp channel whose API is a ``Recorder``; ``app.ctx.agent`` is a real Rasa
+``Agent`` (no model needed) on the Redis event-log tracker store, so pausing,
+replies and hand-backs land in real trackers. The business DB is SQLite (or
+DATABASE_URL).
+"""
+import asyncio
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from rasa.core.agent import Agent
+from rasa.core.lock_store import InMemoryLockStore
+from rasa.core.run import configure_app
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import (
+    ActionExecuted,
+    BotUttered,
+    ConversationPaused,
+    ConversationResumed,
+    SlotSet,
+    UserUttered,
+)
+from rasa.shared.core.trackers import DialogueStateTracker
+from sanic import Sanic
+
+from connectors.agent import AgentDeskInput
+from connectors.agent_auth import LOGIN_FAILURE_LIMIT, AgentDirectory
+from connectors.whatsapp import WhatsAppInput, _window_key
+from tests.connectors.harness import ServerThread
+from tests.support import payloads as p
+from tests.support.desk import DeskClient
+from threadline import handoff, identity, settings
+from threadline.db import queries
+from threadline.tracker_store import RedisEventLogTrackerStore
+
+pytestmark = [pytest.mark.services, pytest.mark.usefixtures("business_db")]
+
+DOMAIN = Domain.load(str(settings.PROJECT_ROOT / "domain.yml"))
+TOKENS = "alice:alice-token,bob:bob-token"
+
+
+class Desk(DeskClient):
+    """A running desk and its agent's stores."""
+
+    def __init__(self, server, agent, store, recorder):
+        super().__init__(f"{server.url}/webhooks/agent")
+        self.server = server
+        self.agent = agent
+        self.store = store  # the Redis store itself (the agent wraps it)
+        self.recorder = recorder
+
+    def sign_in(self, name, token=None):
+        return super().sign_in(name, token or f"{name}-token")
+
+    def tracker(self, customer):
+        return self.store._retrieve(customer, all_sessions=True)
+
+
+@pytest.fixture
+def desk(redis, recorder, monkeypatch):
+    monkeypatch.setenv("AGENT_TOKENS", TOKENS)
+    Sanic.test_mode = True
+    whatsapp = WhatsAppInput.from_credentials({
+        "verify_token": "v", "app_secret": "s", "access_token": "t",
+        "phone_number_id": p.BUSINESS_PHONE_NUMBER_ID, "api_base": recorder.url + "/graph",
+    })
+    channel = AgentDeskInput.from_credentials({"tokens_env": "AGENT_TOKENS"})
+    app = configure_app([whatsapp, channel], enable_api=False)
+    store = RedisEventLogTrackerStore(DOMAIN, key_prefix=settings.env("THREADLINE_KEY_PREFIX"))
+    app.ctx.agent = Agent(domain=DOMAIN, tracker_store=store, lock_store=InMemoryLockStore())
+    server = ServerThread(app).start()
+    try:
+        yield Desk(server, app.ctx.agent, store, recorder)
+    finally:
+        server.stop()
+
+
+def whatsapp_customer(desk, wa_id="15551230001", text="I want to talk to a person"):
+    """A customer who wrote on WhatsApp, with a conversation and an open case."""
+    who = identity.resolve("whatsapp", wa_id, phone=wa_id, verified_phone=True)
+    identity.record_channel_use(who.customer_id, "whatsapp")
+    identity._redis(None).set(_window_key(who.customer_id), "1", ex=3600)
+    context = {"customer": {"name": "Ana", "trust": "verified"}, "channel": "whatsapp", "channels": ["whatsapp"],
+               "transcript": [{"from": "customer", "text": text, "channel": "whatsapp"}]}
+    case_id = queries.record_handoff(who.customer_id, "customer_request", context)
+    tracker = DialogueStateTracker(who.customer_id, DOMAIN.slots)
+    tracker.update(ActionExecuted("action_listen"))
+    tracker.update(UserUttered(text, {"name": "request_human", "confidence": 0.97},
+                               metadata={"channel": "whatsapp", "trust": "verified"}))
+    tracker.update(SlotSet("handoff_case", case_id))
+    tracker.update(ActionExecuted("action_listen"))
+    desk.store.save_sync(tracker)
+    handoff.notify(queries.get_case(case_id), "opened")
+    return who.customer_id, case_id
+
+
+def queue_row(html, case_id):
+    """The queue's row of one case."""
+    return re.search(rf'<tr data-case-id="{case_id}".*?</tr>', html).group(0)
+
+
+def whatsapp_texts(recorder, wa_id):
+    return [r.json["text"]["body"] for r in recorder.requests_to("/graph")
+            if r.json.get("to") == wa_id and r.json.get("type") == "text"]
+
+
+# ---------------------------------------------------------------- sign-in
+
+
+def test_every_desk_route_refuses_anonymous_requests(desk):
+    customer, case_id = whatsapp_customer(desk)
+    anonymous = requests.Session()
+    for path in ("/", "/queue", "/events", f"/events?case={case_id}", f"/cases/{case_id}",
+                 f"/cases/{case_id}/timeline"):
+        answer = anonymous.get(desk.base + path, timeout=5)
+        assert answer.status_code == 401, path
+        assert customer not in answer.text and "I want to talk" not in answer.text
+    for step in ("accept", "reply", "handback", "close"):
+        answer = anonymous.post(f"{desk.base}/cases/{case_id}/{step}", data={"text": "hi", "resolution": "x"})
+        assert answer.status_code == 401, step
+    assert anonymous.post(f"{desk.base}/logout").status_code == 401
+    assert queries.get_case(case_id).status == "queued"
+    page = anonymous.get(desk.base + "/")
+    assert 'action="/webhooks/agent/login"' in page.text  # the 401 page is the sign-in form
+
+
+def test_sign_in_sets_a_hardened_session_cookie_and_wrong_tokens_fail(desk):
+    browser = requests.Session()
+    form = browser.get(f"{desk.base}/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    wrong = browser.post(f"{desk.base}/login", data={"agent": "alice", "token": "bob-token", "csrf": csrf})
+    assert wrong.status_code == 401 and "Unknown agent or wrong token" in wrong.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', wrong.text).group(1)
+    unknown = browser.post(f"{desk.base}/login", data={"agent": "mallory", "token": "x", "csrf": csrf})
+    assert unknown.status_code == 401
+    csrf = re.search(r'name="csrf" value="([^"]+)"', unknown.text).group(1)
+    ok = browser.post(f"{desk.base}/login", data={"agent": "alice", "token": "alice-token", "csrf": csrf},
+                      allow_redirects=False)
+    assert ok.status_code == 303
+    cookie = [h for h in ok.raw.headers.getlist("Set-Cookie") if h.startswith("threadline_agent=")][0]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/webhooks/agent/" in cookie
+    assert browser.get(f"{desk.base}/").status_code == 200
+
+
+def test_sign_in_needs_the_form_token_and_tampered_cookies_are_refused(desk):
+    browser = requests.Session()
+    browser.get(f"{desk.base}/login")
+    forged = browser.post(f"{desk.base}/login", data={"agent": "alice", "token": "alice-token", "csrf": "x"})
+    assert forged.status_code == 403
+    alice = desk.sign_in("alice")
+    value = alice.cookies.get("threadline_agent")
+    tampered = requests.Session()
+    tampered.cookies.set("threadline_agent", value[:-4] + "0000", path="/webhooks/agent/")
+    assert tampered.get(f"{desk.base}/").status_code == 401
+
+
+def test_posts_without_the_session_csrf_token_are_refused(desk):
+    _, case_id = whatsapp_customer(desk)
+    alice = desk.sign_in("alice")
+    missing = alice.post(f"{desk.base}/cases/{case_id}/accept", headers={"Accept": "application/json"})
+    assert missing.status_code == 403 and "CSRF" in missing.json()["error"]
+    wrong = alice.post(f"{desk.base}/cases/{case_id}/accept", data={"csrf": "nope"})
+    assert wrong.status_code == 403
+    assert queries.get_case(case_id).status == "queued"
+
+
+def test_repeated_failed_sign_ins_are_throttled(desk):
+    browser = requests.Session()
+    page = browser.get(f"{desk.base}/login")
+    for _ in range(LOGIN_FAILURE_LIMIT):
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        page = browser.post(f"{desk.base}/login", data={"agent": "alice", "token": "guess", "csrf": csrf})
+        assert page.status_code == 401
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    page = browser.post(f"{desk.base}/login", data={"agent": "alice", "token": "alice-token", "csrf": csrf})
+    assert page.status_code == 429 and "Too many failed sign-ins" in page.text
+
+
+def test_sign_out_ends_the_session_everywhere(desk):
+    alice = desk.sign_in("alice")
+    cookie = alice.cookies.get("threadline_agent")
+    assert alice.post(f"{desk.base}/logout", data={"csrf": alice.csrf}, allow_redirects=False).status_code == 303
+    replay = requests.Session()
+    replay.cookies.set("threadline_agent", cookie, path="/webhooks/agent/")
+    assert replay.get(f"{desk.base}/").status_code == 401
+
+
+def test_without_agent_tokens_the_desk_refuses_every_sign_in(monkeypatch):
+    monkeypatch.delenv("AGENT_TOKENS", raising=False)
+    channel = AgentDeskInput.from_credentials({"tokens_env": "AGENT_TOKENS"})
+    assert not channel.directory.enabled
+    Sanic.test_mode = True
+    app = configure_app([channel], enable_api=False)
+    app.ctx.agent = Agent(domain=DOMAIN, lock_store=InMemoryLockStore())
+    server = ServerThread(app).start()
+    try:
+        base = f"{server.url}/webhooks/agent"
+        assert requests.get(f"{base}/health").json()["sign_in"] is False
+        page = requests.get(f"{base}/login")
+        assert "Sign-in is disabled" in page.text and "AGENT_TOKENS" in page.text
+        attempt = requests.post(f"{base}/login", data={"agent": "alice", "token": "alice-token"})
+        assert attempt.status_code == 403 and "Sign-in is disabled" in attempt.text
+    finally:
+        server.stop()
+
+
+def test_tokens_are_kept_hashed():
+    directory = AgentDirectory("alice:s3cret-token")
+    assert directory.verify("alice", "s3cret-token")
+    assert not directory.verify("alice", "s3cret-tokeN") and not directory.verify("bob", "s3cret-token")
+    assert "s3cret-token" not in repr(vars(directory))
+    with pytest.raises(ValueError, match="AGENT_TOKENS"):
+        AgentDirectory("alice")
+
+
+# ---------------------------------------------------------------- access
+
+
+def test_another_agents_case_is_forbidden_on_every_route(desk):
+    _, case_id = whatsapp_customer(desk)
+    alice, bob = desk.sign_in("alice"), desk.sign_in("bob")
+    assert desk.post(alice, case_id, "accept").status_code == 200
+    for path in (f"/cases/{case_id}", f"/cases/{case_id}/timeline", f"/events?case={case_id}"):
+        answer = bob.get(desk.base + path, timeout=5)
+        assert answer.status_code == 403, path
+        assert "belongs to alice" in answer.text
+    for step in ("reply", "handback", "close"):
+        answer = desk.post(bob, case_id, step, text="hi", resolution="x")
+        assert answer.status_code == 403, step
+        assert answer.json()["error"] == f"Case #{case_id} belongs to alice."
+    late = desk.post(bob, case_id, "accept")  # a lost race, not a trespass
+    assert late.status_code == 409 and late.json()["error"] == f"Case #{case_id} was already accepted by alice."
+    assert queries.get_case(case_id).agent == "alice"
+    row = queue_row(bob.get(f"{desk.base}/queue").text, case_id)
+    assert "I want to talk" not in row and "with alice" in row and "/cases/" not in row
+
+
+def test_two_agents_accepting_the_same_case_one_wins(desk):
+    customer, case_id = whatsapp_customer(desk)
+    alice, bob = desk.sign_in("alice"), desk.sign_in("bob")
+    start = threading.Barrier(2)
+
+    def accept(browser):
+        start.wait()
+        return desk.post(browser, case_id, "accept")
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(accept, [alice, bob]))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200, 409], [a.text for a in answers]
+    winner = queries.get_case(case_id).agent
+    loser = [a for a in answers if a.status_code == 409][0].json()["error"]
+    assert loser == f"Case #{case_id} was already accepted by {winner}."
+    paused = [e for e in desk.tracker(customer).events if isinstance(e, ConversationPaused)]
+    assert len(paused) == 1
+
+
+def test_many_concurrent_accepts_in_the_database_have_exactly_one_winner():
+    case_id = queries.record_handoff("c_race", "customer_request", {})
+    agents = [f"agent{i}" for i in range(8)]
+    start = threading.Barrier(len(agents))
+
+    def accept(agent):
+        start.wait()
+        try:
+            return queries.accept_case(case_id, agent).agent
+        except queries.CaseConflict:
+            return None
+
+    with ThreadPoolExecutor(len(agents)) as pool:
+        winners = [w for w in pool.map(accept, agents) if w]
+    assert len(winners) == 1 and queries.get_case(case_id).agent == winners[0]
+
+
+# ---------------------------------------------------------------- case steps
+
+
+def test_accept_reply_hand_back_through_the_customers_channel(desk):
+    customer, case_id = whatsapp_customer(desk, wa_id="15551230002")
+    alice = desk.sign_in("alice")
+    page = alice.get(f"{desk.base}/cases/{case_id}")
+    assert page.status_code == 200 and "I want to talk to a person" in page.text and "Ana" in page.text
+
+    assert desk.post(alice, case_id, "accept").json()["case"]["status"] == "accepted"
+    desk.recorder.wait_for(lambda rs: "alice from our team has joined the conversation."
+                           in whatsapp_texts(desk.recorder, "15551230002"))
+    answer = desk.post(alice, case_id, "reply", text="Hi, I'm Alice. Let me look at that.")
+    assert answer.status_code == 200 and answer.json()["ok"]
+    desk.recorder.wait_for(lambda rs: "Hi, I'm Alice. Let me look at that." in whatsapp_texts(desk.recorder, "15551230002"))
+    tracker = desk.tracker(customer)
+    assert tracker.is_paused()
+    sent = [e for e in tracker.events if isinstance(e, BotUttered) and e.metadata.get("agent") == "alice"]
+    assert [e.text for e in sent][-1] == "Hi, I'm Alice. Let me look at that."
+
+    assert desk.post(alice, case_id, "handback").json()["case"]["outcome"] == "handed_back"
+    tracker = desk.tracker(customer)
+    assert not tracker.is_paused() and tracker.get_slot("handoff_case") is None
+    assert isinstance([e for e in tracker.events if not isinstance(e, BotUttered)][-2], ConversationResumed)
+    assert any("back with Threadline's assistant" in t for t in whatsapp_texts(desk.recorder, "15551230002"))
+
+
+def test_a_reply_to_a_closed_case_is_refused_with_a_clear_message(desk):
+    _, case_id = whatsapp_customer(desk, wa_id="15551230003")
+    alice = desk.sign_in("alice")
+    desk.post(alice, case_id, "accept")
+    assert desk.post(alice, case_id, "close", resolution="").status_code == 400
+    closed = desk.post(alice, case_id, "close", resolution="Refund issued")
+    assert closed.status_code == 200 and queries.get_case(case_id).resolution == "Refund issued"
+    before = len(desk.recorder.requests)
+    answer = desk.post(alice, case_id, "reply", text="One more thing")
+    assert answer.status_code == 409
+    assert answer.json()["error"] == f"Case #{case_id} is closed (resolved by alice). Your reply was not sent."
+    page = desk.post(alice, case_id, "reply", json_reply=False, text="One more thing")
+    assert page.status_code == 409 and "Your reply was not sent." in page.text
+    assert len(desk.recorder.requests) == before
+
+
+def test_a_reply_before_accepting_or_to_an_unreachable_channel_is_refused(desk):
+    customer, case_id = whatsapp_customer(desk, wa_id="15551230004")
+    alice = desk.sign_in("alice")
+    assert desk.post(alice, case_id, "reply", text="hi").json()["error"].endswith(
+        "accept it first. Your reply was not sent.")
+    desk.post(alice, case_id, "accept")
+    identity.record_channel_use(customer, "rest")
+    answer = desk.post(alice, case_id, "reply", text="hi")
+    assert answer.status_code == 409
+    assert answer.json()["error"] == "Not sent: The customer last wrote on rest, which the desk cannot send to."
+
+
+def test_customer_text_is_escaped_on_the_desk(desk):
+    _, case_id = whatsapp_customer(desk, wa_id="15551230005", text="<script>alert(1)</script>")
+    alice = desk.sign_in("alice")
+    for path in (f"/cases/{case_id}", "/", "/queue"):
+        text = alice.get(desk.base + path).text
+        assert "<script>alert(1)" not in text and "&lt;script&gt;alert(1)" in text
+    page = alice.get(f"{desk.base}/")
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+
+
+# ---------------------------------------------------------------- live
+
+
+def test_new_cases_and_customer_messages_stream_to_the_desk(desk):
+    alice = desk.sign_in("alice")
+    with desk.stream(alice) as stream:
+        started = time.time()
+        customer, case_id = whatsapp_customer(desk, wa_id="15551230006")
+        data, at = stream.next("case", where=lambda d: d["case"]["id"] == case_id)
+        assert data["change"] == "opened" and at - started < 1.0
+        tracker = desk.store._retrieve(customer, all_sessions=False)
+        tracker.update(UserUttered("are you there?", {"name": "greet", "confidence": 0.9},
+                                   metadata={"channel": "whatsapp"}))
+        written = time.time()
+        asyncio.run(desk.store.save(tracker))
+        data, at = stream.next("message", where=lambda d: d["case"] == case_id)
+        assert data["event"]["text"] == "are you there?" and data["event"]["channel"] == "whatsapp"
+        assert at - written < 1.0
+
+
+def test_a_case_stream_only_carries_that_case(desk):
+    _, first = whatsapp_customer(desk, wa_id="15551230007")
+    alice = desk.sign_in("alice")
+    with desk.stream(alice, first) as stream:
+        _, second = whatsapp_customer(desk, wa_id="15551230008")
+        desk.post(alice, first, "accept")
+        data, _ = stream.next("case")
+        assert data["case"]["id"] == first and data["change"] == "accepted"
+        assert second not in [d["case"]["id"] for k, d, _ in list(stream.events.queue) if k == "case"]
