@@ -105,7 +105,9 @@ def test_order_check_moves_from_whatsapp_to_web_chat_to_telegram(stack):
     # Telegram deep link: /start <code>. Then the customer asks for the address.
     sent = jane.telegram(f"/start {code}")
     assert any("connected" in m["text"] for m in sent), sent
-    assert all(m["parse_mode"] == "MarkdownV2" and m["chat_id"] == jane.telegram_id for m in sent)
+    for message in sent:
+        assert message.get("parse_mode") == "MarkdownV2", message
+        assert str(message["chat_id"]) == str(jane.telegram_id), message
     sent = jane.telegram("what address is it being delivered to?")
     assert any("postal code" in m["text"] for m in sent), sent
     asked += [m["text"] for m in sent if ASKS_ORDER_NUMBER.search(m["text"])]
