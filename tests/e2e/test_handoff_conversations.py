@@ -1,29 +1,12 @@
 """Every escalation trigger in a real conversation (rasa REST channel, trained model, action server)."""
 import json
-import uuid
 
 import pytest
-import requests
 
+from tests.e2e.test_conversations import Chat
 from threadline.db import queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
-
-
-class Chat:
-    """One customer talking to the bot through rasa's REST channel."""
-
-    def __init__(self, stack):
-        self.url = f"{stack.rasa_url}/webhooks/rest/webhook"
-        self.sender = f"e2e-handoff-{uuid.uuid4().hex[:10]}"
-
-    def say(self, text):
-        reply = requests.post(self.url, json={"sender": self.sender, "message": text}, timeout=60)
-        assert reply.status_code == 200, reply.text
-        return reply.json()
-
-    def say_text(self, text):
-        return " ".join(m.get("text", "") for m in self.say(text))
 
 
 def handoff_payload(messages):
