@@ -206,6 +206,13 @@ class JambonzInput(VoiceInput):
         if self.config["voice"]:
             say["synthesizer"] = {"voice": self.config["voice"], "language": self.config["language"]}
         verbs: List[Dict[str, Any]] = []
+        if prompt.transfer_to:
+            target = prompt.transfer_to
+            dial_target = {"type": "sip", "sipUri": target} if target.startswith("sip:") else {"type": "phone", "number": target}
+            if prompt.fragment:
+                verbs.append({"verb": "say", **say})
+            verbs.append({"verb": "dial", "target": [dial_target], "answerOnBridge": True})
+            return json.dumps(verbs)
         if prompt.hangup:
             if prompt.fragment:
                 verbs.append({"verb": "say", **say})

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from rasa.shared.exceptions import RasaException
 from sanic.request import Request
@@ -140,6 +140,10 @@ def twiml(prompt: Prompt, *, action_url: str, say: Dict[str, str], gather: Dict[
     attributes = lambda values: "".join(f" {k}={quoteattr(str(v))}" for k, v in values.items())  # noqa: E731
     fragment = prompt.fragment
     spoken = f"<Say{attributes(say)}>{fragment}</Say>" if fragment else ""
+    if prompt.transfer_to:
+        target = prompt.transfer_to
+        noun = f"<Sip>{escape(target)}</Sip>" if target.startswith("sip:") else f"<Number>{escape(target)}</Number>"
+        return f"{XML_DECLARATION}<Response>{spoken}<Dial>{noun}</Dial></Response>"
     if prompt.hangup:
         return f"{XML_DECLARATION}<Response>{spoken}<Hangup/></Response>"
     listen = dict(gather, action=action_url, method="POST", actionOnEmptyResult="true")

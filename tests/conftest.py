@@ -74,6 +74,7 @@ TEST_SECRETS = {
     "JAMBONZ_WEBHOOK_SECRET": "jambonz-secret",
     "AGENT_TOKENS": "alice:alice-token,bob:bob-token",
     "OUTBOUND_RETRY_BASE_DELAY": "0.05",
+    "VOICE_TRANSFER_TO": "+15550100999",
 }
 
 

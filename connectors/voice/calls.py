@@ -29,6 +29,7 @@ LOW_CONFIDENCE = "low_confidence"
 CALLER_HANGUP = "caller_hangup"
 CALL_COMPLETED = "call_completed"
 CALL_FAILED = "call_failed"
+TRANSFERRED = "transferred"  # handed to a person (Dial / dial)
 
 # ---------------------------------------------------------------- call state, events
 

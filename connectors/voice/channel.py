@@ -26,6 +26,7 @@ from connectors.voice.calls import (
     EVENT_STATUS,
     LOW_CONFIDENCE,
     NO_INPUT,
+    TRANSFERRED,
     CallState,
     VoiceRequest,
     caller_identity,
@@ -96,8 +97,10 @@ class VoiceOutput(ThreadlineOutput):
         self.messages.append({"elements": list(elements)})
 
     async def send_custom_json(self, recipient_id: str, json_message: Dict[str, Any], **kwargs: Any) -> None:
-        """A custom payload is spoken only if it carries ``text``."""
-        if isinstance(json_message, dict) and isinstance(json_message.get("text"), str):
+        """A custom payload is spoken if it carries ``text``; a handoff one may transfer the call."""
+        if isinstance(json_message, dict) and (
+            isinstance(json_message.get("text"), str) or isinstance(json_message.get("handoff"), dict)
+        ):
             self.messages.append({"custom": json_message})
 
 
@@ -332,8 +335,30 @@ class VoiceInput(ThreadlineInput):
             output: Optional[VoiceOutput] = getattr(request.ctx, "voice_output", None)
             prompt = build_prompt(output.messages if output else [])
             await self._offer_elsewhere(request, state, prompt)
+            self._route_transfer(request, state, prompt)
         body = await run_sync(self._commit, request, state, prompt)
         return self._document(body)
+
+    def transfer_target(self) -> Optional[str]:
+        """Where a handed-over call goes: a phone number or SIP URI, or None.
+
+        ``<CHANNEL>_TRANSFER_TO`` (e.g. ``TWILIO_VOICE_TRANSFER_TO``) wins over
+        ``VOICE_TRANSFER_TO``; with neither, the call stays with the bot and the
+        case waits in the desk's queue.
+        """
+        return settings.env(f"{self.name().upper()}_TRANSFER_TO") or settings.env("VOICE_TRANSFER_TO")
+
+    def _route_transfer(self, request: Request, state: CallState, prompt: Prompt) -> None:
+        if not prompt.transfer:
+            return
+        target = self.transfer_target()
+        if not target:
+            logger.info("%s call %s: handoff without a transfer target; the case stays queued", self.name(), state.call_id)
+            return
+        prompt.transfer_to = target
+        prompt.choices = []
+        record_event(self.redis_client(), TRANSFERRED, channel=self.name(), call_id=state.call_id,
+                     customer_id=state.customer_id, target=target)
 
     def _after_silence(self, state: CallState) -> Prompt:
         if state.no_input >= MAX_NO_INPUT:

@@ -10,7 +10,7 @@ press 1 or say track an order."), keyed 1-9 in order, 0 for a person.
 import html
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 from xml.sax.saxutils import escape
 
 from connectors import markup
@@ -211,6 +211,10 @@ class Prompt:
     hangup: bool = False
     links: List[str] = field(default_factory=list)
     images: List[str] = field(default_factory=list)
+    # The handoff action asked for a live transfer (``{"handoff": {"transfer": true}}``);
+    # the channel fills ``transfer_to`` when it has somewhere to send the call.
+    transfer: bool = False
+    transfer_to: Optional[str] = None
 
     @property
     def fragment(self) -> str:
@@ -270,6 +274,9 @@ def build_prompt(messages: List[Dict[str, Any]]) -> Prompt:
             prompt.links.append(str(message["attachment"]))
         if message.get("utter_action") in HANGUP_RESPONSES:
             prompt.hangup = True
+        handoff = custom.get("handoff") if isinstance(custom, dict) else None
+        if isinstance(handoff, dict) and handoff.get("transfer"):
+            prompt.transfer = True
     return prompt
 
 

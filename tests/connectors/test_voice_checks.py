@@ -22,9 +22,9 @@ GATHER_ATTRIBUTES = {"action", "method", "input", "timeout", "speechTimeout", "f
                      "language", "hints", "bargeIn", "actionOnEmptyResult", "profanityFilter", "speechModel",
                      "enhanced", "partialResultCallback", "partialResultCallbackMethod", "maxSpeechTime", "debug"}
 SAY_ATTRIBUTES = {"voice", "language", "loop"}
-RESPONSE_CHILDREN = {"Say", "Gather", "Hangup", "Pause", "Play", "Redirect"}
+RESPONSE_CHILDREN = {"Say", "Gather", "Hangup", "Pause", "Play", "Redirect", "Dial"}
 GATHER_CHILDREN = {"Say", "Play", "Pause"}
-JAMBONZ_VERBS = {"gather", "say", "hangup", "pause", "play", "redirect"}
+JAMBONZ_VERBS = {"gather", "say", "hangup", "pause", "play", "redirect", "dial"}
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F]")
 _MARKDOWN = re.compile(r"\*\*|__|~~|`|\]\(|^#", re.MULTILINE)
 
@@ -80,6 +80,10 @@ def assert_valid_twiml(document: Union[str, bytes]) -> ET.Element:
             _check_gather(child)
         if child.tag == "Say":
             _check_say(child)
+        if child.tag == "Dial":
+            nouns = list(child)
+            assert len(nouns) == 1 and nouns[0].tag in ("Number", "Sip"), "<Dial> needs one <Number> or <Sip>"
+            assert (nouns[0].text or "").strip(), "empty <Dial> target"
     for say in root.iter("Say"):
         assert say in children or any(say in list(g) for g in root.iter("Gather")), "<Say> outside Response/Gather"
     return root
@@ -107,6 +111,10 @@ def _check_gather(gather: ET.Element) -> None:
         assert child.tag in GATHER_CHILDREN, f"<{child.tag}> inside <Gather>"
         if child.tag == "Say":
             _check_say(child)
+        if child.tag == "Dial":
+            nouns = list(child)
+            assert len(nouns) == 1 and nouns[0].tag in ("Number", "Sip"), "<Dial> needs one <Number> or <Sip>"
+            assert (nouns[0].text or "").strip(), "empty <Dial> target"
 
 
 def _check_say(say: ET.Element) -> None:

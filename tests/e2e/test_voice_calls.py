@@ -114,11 +114,22 @@ def test_keypad_choice_maps_to_the_button_payload(stack):
     assert "order number" in call.heard
 
 
-def test_keypad_zero_asks_for_a_person(stack):
+def test_keypad_zero_transfers_the_call_after_the_case_is_opened(stack):
+    from threadline.db import queries
+
     call = TwilioCall(stack)
     call.ring()
     call.press("0")
     assert "connecting you with a member of our team" in call.heard
+    dial = call.root.find("Dial")
+    assert dial is not None and dial.find("Number").text == TEST_SECRETS["VOICE_TRANSFER_TO"]
+    assert call.root.find("Gather") is None
+    assert "transferred" in events_of(stack, call.sid)
+    # The context package is on the desk before the call connects.
+    events = voice.read_events(redis_lib.Redis.from_url(stack.env["REDIS_URL"]), call.sid)
+    customer = next(e["customer_id"] for e in events if e.get("customer_id"))
+    cases = queries.handoff_requests(customer)
+    assert cases and cases[-1]["status"] == "queued" and cases[-1]["context"]["reason"]
 
 
 def test_a_whatsapp_conversation_continues_on_the_phone_with_low_trust(stack):
