@@ -13,6 +13,10 @@ Each simulated caller rings once (not timed), then says, turn after turn,
 "where is my order" / "482913" / "thank you" (a form, a custom action, a plain
 response). At each concurrency level (simultaneous calls) both servers get the
 same load, one after the other; p50 and p95 are over every turn of the level.
+Callers first fire their turns back to back (a saturation test: no real call
+does that), then again "paced", ``--pause`` seconds apart (default 2 s: the
+prompt being spoken and the caller answering), which is what a phone line
+actually sends.
 A third line serves Threadline's channel in-process with a bot that answers
 instantly: what the connector itself costs (signature, identity, call state,
 events, SSML), without NLU, policies or actions. Prints a table and the
@@ -20,7 +24,7 @@ largest level whose p95 is <= 300 ms; always exits 0. ``--workers N`` runs
 each rasa server with N Sanic workers (``SANIC_WORKERS``; the Redis lock and
 tracker stores make that safe).
 
-    PYTHONPATH=. .venv/bin/python bench/voice_turn.py [--levels 1,4,10] [--turns 90] [--workers 2]
+    PYTHONPATH=. .venv/bin/python bench/voice_turn.py [--levels 1,4,10] [--turns 90] [--workers 2] [--pause 2]
 """
 import argparse
 import asyncio
@@ -70,7 +74,8 @@ def percentile(values: List[float], fraction: float) -> float:
 class Server:
     """One of the two servers under test and how to post a turn to it."""
 
-    def __init__(self, label: str, base: str, signed: bool) -> None:
+    def __init__(self, label: str, base: str, signed: bool, pause: float = 0.0) -> None:
+        self.pause = pause
         self.label, self.base, self.signed = label, base, signed
 
     def request(self, path: str, params: List[Tuple[str, str]]) -> Tuple[str, Dict[str, str]]:
@@ -88,8 +93,9 @@ async def post(session: aiohttp.ClientSession, url: str, params, headers) -> str
         return body
 
 
-async def caller(server: Server, session: aiohttp.ClientSession, turns: int, samples: List[float]) -> None:
-    """One call: ring, then ``turns`` timed speech turns."""
+async def caller(server: Server, session: aiohttp.ClientSession, turns: int, samples: List[float],
+                 pause: float = 0.0) -> None:
+    """One call: ring, then ``turns`` timed speech turns, ``pause`` seconds apart."""
     sid = "CA" + uuid.uuid4().hex
     number = f"+1415555{int(uuid.uuid4().int % 10000):04d}"
     ring = [("CallSid", sid), ("From", number), ("To", "+18005551212"), ("CallStatus", "ringing")]
@@ -103,6 +109,8 @@ async def caller(server: Server, session: aiohttp.ClientSession, turns: int, sam
         started = time.perf_counter()
         await post(session, url, params, headers)
         samples.append((time.perf_counter() - started) * 1000)
+        if pause:
+            await asyncio.sleep(pause)
 
 
 async def run_level(server: Server, concurrency: int, min_turns: int, turns_per_call: int = 6) -> List[float]:
@@ -113,7 +121,7 @@ async def run_level(server: Server, concurrency: int, min_turns: int, turns_per_
 
         async def worker() -> None:
             while len(samples) < min_turns:
-                await caller(server, session, turns_per_call, samples)
+                await caller(server, session, turns_per_call, samples, server.pause)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return samples
@@ -218,6 +226,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--levels", help="comma-separated concurrency levels (default: search up to 32)")
     parser.add_argument("--turns", type=int, default=90, help="minimum timed turns per level and server")
     parser.add_argument("--workers", type=int, default=1, help="Sanic workers per rasa server (SANIC_WORKERS)")
+    parser.add_argument("--pause", type=float, default=2.0,
+                        help="seconds between a paced call's turns (the prompt being spoken, the caller "
+                             "answering); the back-to-back runs use none")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")] if args.levels else list(SEARCH_LEVELS)
     ours_label = f"threadline twilio_voice (signed), {args.workers}w"
@@ -233,6 +244,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 Server(stock_label, f"{stock.rasa_url}/webhooks/twilio_voice", signed=False),
             ]
             results = asyncio.run(measure(servers, levels, args.turns, search=not args.levels))
+            if args.pause:
+                paced = [Server(f"{server.label}, paced {args.pause:g}s", server.base, server.signed, args.pause)
+                         for server in servers]
+                results.update(asyncio.run(measure(paced, sorted(set(REQUIRED_LEVELS)), args.turns, search=False)))
             with connector_only(ours.env["REDIS_URL"]) as url:
                 bare = Server("threadline connector only (instant bot)", url, signed=True)
                 results.update(asyncio.run(measure([bare], sorted(set(REQUIRED_LEVELS)), args.turns, search=False)))
