@@ -43,7 +43,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, Event, SlotSet
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from threadline import redis_client
+from threadline import rasa_patches, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +165,9 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
         **kwargs: Any,
     ) -> None:
         """Connect to ``redis`` if given, else to the URL built from ``host`` & co."""
+        # The rasa server builds its tracker store once at start-up, from
+        # endpoints.yml: the one place Threadline's runtime fixes can ride in.
+        rasa_patches.install()
         super().__init__(domain, event_broker, **kwargs)
         self.red = redis or redis_client.get_client(
             _url_from(host, port, db, username, password, use_ssl)
