@@ -82,6 +82,7 @@ class Stack:
         self.channels_on: List[str] = []
         self.channels_off: Dict[str, List[str]] = {}
         self.started_redis = False
+        self.reused_actions = False
 
     @property
     def rasa_url(self) -> str:
@@ -127,7 +128,14 @@ class Stack:
         return proc, log
 
     def start_actions(self, endpoints: Path) -> None:
-        """Start the action server and wait until it answers."""
+        """Start the action server and wait until it answers (reuse one already running)."""
+        try:
+            with urllib.request.urlopen(f"{self.action_url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    self.reused_actions = True
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
         proc, log = self._spawn(
             [RASA_BIN, "run", "actions", "--actions", "actions", "--port", str(self.action_port)],
             f"actions-{self.action_port}.log",
