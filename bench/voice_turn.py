@@ -14,9 +14,10 @@ Each simulated caller rings once (not timed), then says, turn after turn,
 response). At each concurrency level (simultaneous calls) both servers get the
 same load, one after the other; p50 and p95 are over every turn of the level.
 Callers first fire their turns back to back (a saturation test: no real call
-does that), then again "paced", ``--pause`` seconds apart (default 2 s: the
-prompt being spoken and the caller answering), which is what a phone line
-actually sends.
+does that), then again "paced": each call's turns about ``--pause`` seconds
+apart (default 2 s, varied +-50%: the prompt being spoken and the caller
+answering) and calls starting at random moments, which is what phone lines
+actually send.
 A third line serves Threadline's channel in-process with a bot that answers
 instantly: what the connector itself costs (signature, identity, call state,
 events, SSML), without NLU, policies or actions. Prints a table and the
@@ -32,6 +33,7 @@ import contextlib
 import gc
 import math
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -95,7 +97,9 @@ async def post(session: aiohttp.ClientSession, url: str, params, headers) -> str
 
 async def caller(server: Server, session: aiohttp.ClientSession, turns: int, samples: List[float],
                  pause: float = 0.0) -> None:
-    """One call: ring, then ``turns`` timed speech turns, ``pause`` seconds apart."""
+    """One call: ring, then ``turns`` timed speech turns, about ``pause`` seconds apart."""
+    if pause:
+        await asyncio.sleep(random.uniform(0, pause))  # calls start at different moments
     sid = "CA" + uuid.uuid4().hex
     number = f"+1415555{int(uuid.uuid4().int % 10000):04d}"
     ring = [("CallSid", sid), ("From", number), ("To", "+18005551212"), ("CallStatus", "ringing")]
@@ -110,7 +114,8 @@ async def caller(server: Server, session: aiohttp.ClientSession, turns: int, sam
         await post(session, url, params, headers)
         samples.append((time.perf_counter() - started) * 1000)
         if pause:
-            await asyncio.sleep(pause)
+            # Real calls are not in step with each other: vary the gap +-50%.
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
 
 
 async def run_level(server: Server, concurrency: int, min_turns: int, turns_per_call: int = 6) -> List[float]:
