@@ -48,6 +48,21 @@ class SlotUnavailable(Exception):
     """The requested time has no free capacity (or is not bookable at all)."""
 
 
+def _insert(row: Any) -> int:
+    """Add one row in its own transaction; returns its id."""
+    with session_scope() as session:
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def _of_customer(session, model: Any, customer_ref: str) -> List[Any]:
+    """A customer's rows of ``model``, oldest first."""
+    return session.scalars(
+        select(model).where(model.customer_ref == customer_ref).order_by(model.id)
+    ).all()
+
+
 def get_order(number: str) -> Optional[OrderInfo]:
     """The order with this number, or None."""
     with session_scope() as session:
@@ -281,24 +296,17 @@ def record_handoff(
     unstaffed: bool = False,
 ) -> int:
     """Queue a request for a human; returns the case number."""
-    with session_scope() as session:
-        case = HandoffCase(
-            customer_ref=customer_ref, reason=reason, context=context, queue=queue, unstaffed=unstaffed
-        )
-        session.add(case)
-        session.flush()
-        return case.id
+    return _insert(
+        HandoffCase(customer_ref=customer_ref, reason=reason, context=context, queue=queue, unstaffed=unstaffed)
+    )
 
 
 def handoff_requests(customer_ref: str) -> List[Dict[str, Any]]:
     """The customer's handoff cases, oldest first (id, reason, status, context)."""
     with session_scope() as session:
-        rows = session.scalars(
-            select(HandoffCase).where(HandoffCase.customer_ref == customer_ref).order_by(HandoffCase.id)
-        ).all()
         return [
             {"id": r.id, "reason": r.reason, "status": r.status, "context": r.context}
-            for r in rows
+            for r in _of_customer(session, HandoffCase, customer_ref)
         ]
 
 
@@ -413,19 +421,13 @@ def record_feedback(
     customer_ref: str, helpful: bool, comment: Optional[str], topic: Optional[str]
 ) -> int:
     """Store a 'Was this helpful?' answer."""
-    with session_scope() as session:
-        row = Feedback(customer_ref=customer_ref, helpful=helpful, comment=comment, topic=topic)
-        session.add(row)
-        session.flush()
-        return row.id
+    return _insert(Feedback(customer_ref=customer_ref, helpful=helpful, comment=comment, topic=topic))
 
 
 def feedback_for(customer_ref: str) -> List[Dict[str, Any]]:
     """The customer's feedback, oldest first."""
     with session_scope() as session:
-        rows = session.scalars(
-            select(Feedback).where(Feedback.customer_ref == customer_ref).order_by(Feedback.id)
-        ).all()
         return [
-            {"helpful": r.helpful, "comment": r.comment, "topic": r.topic} for r in rows
+            {"helpful": r.helpful, "comment": r.comment, "topic": r.topic}
+            for r in _of_customer(session, Feedback, customer_ref)
         ]
