@@ -19,7 +19,7 @@ export TF_DETERMINISTIC_OPS := 1
 export PYTHONHASHSEED := 0
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 
-.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean browser
+.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean browser db replay-failed
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ run: $(MODEL)  ## start the whole stack on embedded defaults (Ctrl-C stops it)
 
 shell: $(MODEL)  ## talk to the bot in the terminal (starts the action server too)
 	$(PY) -m threadline.stack --shell
+
+db: $(STAMP)  ## create the business database's schema, with the demo data
+	$(PY) -m threadline.db init --demo
+
+replay-failed: $(STAMP)  ## send undelivered messages again, once each
+	$(PY) -m connectors.replay
 
 validate: $(STAMP)  ## check domain, stories and rules for conflicts
 	$(PY) scripts/validate_data.py

@@ -11,7 +11,8 @@ from rasa_sdk.types import DomainDict
 
 from actions.continuity import ContinuityFormValidation
 
-from actions.context import customer_ref
+from actions import verification
+from actions.context import customer_ref, turn
 from actions.datetimes import parse_when
 from actions.formatting import say_date, say_datetime
 from threadline.db import queries
@@ -22,8 +23,8 @@ TIME_SLOTS = ("appointment_time", "appointment_partial_date")
 
 
 def next_appointment(tracker: Tracker) -> Optional[queries.AppointmentInfo]:
-    """The customer's soonest upcoming appointment (the one they mean by "my appointment")."""
-    upcoming = queries.upcoming_appointments(customer_ref(tracker))
+    """The soonest upcoming appointment this sender may manage (what "my appointment" means)."""
+    upcoming = verification.manageable_appointments(tracker)
     return upcoming[0] if upcoming else None
 
 
@@ -260,7 +261,8 @@ class ActionBookAppointment(Action):
             dispatcher.utter_message(response="utter_task_stopped")
             return _reset()
         try:
-            booked = queries.book_appointment(customer_ref(tracker), service, when, email)
+            booked = queries.book_appointment(customer_ref(tracker), service, when, email,
+                                              booked_by=turn(tracker).identity)
         except queries.SlotUnavailable:
             dispatcher.utter_message(response="utter_slot_taken", time=say_datetime(when))
             dispatcher.utter_message(response="utter_anything_else")

@@ -1,14 +1,33 @@
 """Reading the conversation: who the customer is and what they have told us.
 
-Connectors put channel-neutral metadata on every user message (``trust``,
-``channel_label``, ``previous_channel`` ...); fulfillment reads it here and
-nowhere else, and never branches on which channel a message came from.
+Connectors put typed, signed metadata on every customer message
+(``threadline.message.TurnMetadata``); fulfillment reads it here and nowhere
+else (``turn``), and never branches on which channel a message came from.
+Metadata that is missing or not signed by the connector pipeline reads as an
+anonymous message, so nothing a client sends can raise its own trust.
 """
 from typing import Any, Dict, Optional
 
 from rasa_sdk import Tracker
 
-TRUST_ORDER = ("anonymous", "low", "verified")
+from threadline import settings
+from threadline.message import Trust, TurnMetadata
+
+TRUST_ORDER = tuple(level.value for level in Trust)
+
+
+def _key() -> str:
+    return settings.get().secret("metadata_key")
+
+
+def turn(tracker: Tracker) -> TurnMetadata:
+    """The typed metadata of the customer's latest message."""
+    return TurnMetadata.read(message_metadata(tracker), _key())
+
+
+def event_turn(event: Dict[str, Any]) -> TurnMetadata:
+    """The typed metadata of one earlier ``user`` event of the tracker."""
+    return TurnMetadata.read(event.get("metadata") or {}, _key())
 
 
 def customer_ref(tracker: Tracker) -> str:
@@ -17,19 +36,18 @@ def customer_ref(tracker: Tracker) -> str:
 
 
 def message_metadata(tracker: Tracker) -> Dict[str, Any]:
-    """Metadata of the latest user message (empty when there is none)."""
+    """Raw metadata of the latest user message (empty when there is none); prefer ``turn``."""
     return (tracker.latest_message or {}).get("metadata") or {}
 
 
 def trust_level(tracker: Tracker) -> str:
     """How sure we are of who the customer is: anonymous, low or verified."""
-    trust = message_metadata(tracker).get("trust")
-    return trust if trust in TRUST_ORDER else "anonymous"
+    return turn(tracker).trust.value
 
 
 def is_verified(tracker: Tracker) -> bool:
-    """Whether personal data may be shown without step-up verification."""
-    return trust_level(tracker) == "verified"
+    """Whether the latest message came from a verified channel identity."""
+    return turn(tracker).trust == Trust.VERIFIED
 
 
 def latest_text(tracker: Tracker) -> str:

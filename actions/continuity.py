@@ -12,50 +12,67 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.context import customer_ref, message_metadata
-from threadline import identity
+from actions.context import customer_ref, event_turn, turn
+from actions.tasks import task_for
+from threadline import linking
 
-_TASKS = {
-    "order_status_form": "checking an order",
-    "order_address_form": "checking a delivery address",
-    "appointment_form": "booking an appointment",
-    "appointment_reschedule_form": "moving your appointment",
-    "appointment_cancel_form": "cancelling your appointment",
-    "troubleshoot_form": "fixing a problem with your device",
-    "feedback_form": "collecting your feedback",
-}
 _PROBLEMS = {"internet": "fixing your internet connection", "power": "getting your device to turn on"}
 
 
+def known_before_latest(tracker: Tracker, slot: str) -> Optional[Any]:
+    """The slot's value as it was before the customer's latest message.
+
+    A value the latest message itself gave (set after it) does not count:
+    "we were checking order 482913" only when 482913 was known already.
+    """
+    set_this_turn = False
+    for index in range(len(tracker.events) - 1, -1, -1):
+        event = tracker.events[index]
+        if event.get("event") == "user":
+            if not set_this_turn:
+                return tracker.get_slot(slot)
+            for earlier in reversed(tracker.events[:index]):
+                if earlier.get("event") == "slot" and earlier.get("name") == slot:
+                    return earlier.get("value")
+            return None
+        if event.get("event") == "slot" and event.get("name") == slot:
+            set_this_turn = True
+    return tracker.get_slot(slot)
+
+
 def open_task(tracker: Tracker) -> Optional[str]:
-    """A short description of the task in progress, or None."""
+    """A short description of the task in progress, from what was known before this message."""
     loop = (tracker.active_loop or {}).get("name")
-    order = tracker.get_slot("order_number")
+    order = known_before_latest(tracker, "order_number")
     if loop in ("order_status_form", "order_address_form") and order:
         return f"checking order {order}"
     if loop == "appointment_form" and tracker.get_slot("appointment_service"):
         return f"booking a {tracker.get_slot('appointment_service')} appointment"
     if loop == "troubleshoot_form" and tracker.get_slot("troubleshoot_problem") in _PROBLEMS:
         return _PROBLEMS[tracker.get_slot("troubleshoot_problem")]
-    return _TASKS.get(loop)
+    task = task_for(loop)
+    return task.description if task else None
 
 
 def previous_channel_label(tracker: Tracker) -> Optional[str]:
     """Display name of the channel the customer used before this message's one."""
-    current = message_metadata(tracker).get("channel")
+    meta = turn(tracker)
+    if meta.previous_channel and meta.previous_channel != meta.channel and meta.previous_channel_label:
+        return meta.previous_channel_label
+    current = meta.channel
     user_events = [e for e in tracker.events if e.get("event") == "user"]
     for event in reversed(user_events[:-1]):
-        meta = event.get("metadata") or {}
-        if meta.get("channel") and meta.get("channel") != current:
-            return meta.get("channel_label") or meta.get("channel")
+        meta = event_turn(event)
+        if meta.channel and meta.channel != current:
+            return meta.channel_label or meta.channel
     return None
 
 
 def switch_acknowledgement(tracker: Tracker) -> Optional[Dict[Text, Any]]:
     """The message to send when this message arrives on a new channel mid-task."""
-    meta = message_metadata(tracker)
-    message_id = meta.get("message_id")
-    if not meta.get("previous_channel") or meta.get("previous_channel") == meta.get("channel"):
+    meta = turn(tracker)
+    message_id = meta.message_id
+    if not meta.previous_channel or meta.previous_channel == meta.channel:
         return None
     if message_id and tracker.get_slot("continuity_acknowledged") == message_id:
         return None
@@ -85,9 +102,7 @@ class ContinuityFormValidation(FormValidationAction, abc.ABC):
         events: List[Dict[Text, Any]] = []
         if acknowledgement:
             dispatcher.utter_message(**acknowledgement)
-            events.append(
-                SlotSet("continuity_acknowledged", message_metadata(tracker).get("message_id"))
-            )
+            events.append(SlotSet("continuity_acknowledged", turn(tracker).message_id))
         return events + await super().run(dispatcher, tracker, domain)
 
 
@@ -104,7 +119,7 @@ class ActionGreetCustomer(Action):
             dispatcher.utter_message(
                 response="utter_greet_returning", task=task, where=f" on {label}" if label else ""
             )
-            return [SlotSet("continuity_acknowledged", message_metadata(tracker).get("message_id"))]
+            return [SlotSet("continuity_acknowledged", turn(tracker).message_id)]
         dispatcher.utter_message(response="utter_greet")
         return []
 
@@ -116,7 +131,11 @@ class ActionIssueLinkCode(Action):
         return "action_issue_link_code"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict):
-        code = identity.issue_link_code(customer_ref(tracker))
+        meta = turn(tracker)
+        code = linking.issue_link_code(
+            customer_ref(tracker), channel=meta.channel, channel_user_id=meta.channel_user_id,
+            trust=meta.trust.value, origin=meta.origin.value,
+        )
         dispatcher.utter_message(response="utter_link_code", code=code)
         return []
 
@@ -128,8 +147,9 @@ class ActionConfirmLink(Action):
         return "action_confirm_link"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict):
-        result = message_metadata(tracker).get("link_result") or {}
-        if result.get("ok"):
+        meta = turn(tracker)
+        result = meta.link_result
+        if result is not None and result.ok:
             task = open_task(tracker)
             dispatcher.utter_message(response="utter_link_ok")
             if task:
@@ -137,8 +157,10 @@ class ActionConfirmLink(Action):
                 dispatcher.utter_message(
                     response="utter_continue_task", task=task, where=f" on {label}" if label else ""
                 )
-            return [SlotSet("continuity_acknowledged", message_metadata(tracker).get("message_id"))]
-        if result.get("reason") == "rate_limited":
+            return [SlotSet("continuity_acknowledged", meta.message_id)]
+        if result is not None and result.pending:
+            dispatcher.utter_message(response="utter_link_pending", channel=result.confirm_label or "your other channel")
+        elif result is not None and result.reason == "rate_limited":
             dispatcher.utter_message(response="utter_link_rate_limited")
         else:
             dispatcher.utter_message(response="utter_link_failed")

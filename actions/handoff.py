@@ -33,21 +33,17 @@ from rasa_sdk.events import (
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.context import customer_ref, entity_value, message_metadata, trust_level
+from actions.context import customer_ref, entity_value, event_turn, turn
 from actions.continuity import open_task
+from actions.tasks import task_for, task_started_by
 from actions.sentiment import sentiment_summary
 from threadline import handoff
-from threadline.db import queries
+from threadline.db import cases
+from threadline.message import HandoffSignal
 
 TRANSCRIPT_TURNS = 20
 # Slots that describe the bot's machinery rather than the customer's case.
 INTERNAL_SLOTS = {"requested_slot", "session_started_metadata", "continuity_acknowledged", "handoff_sentiment"}
-_QUEUES = (
-    ("order", "orders"),
-    ("appointment", "appointments"),
-    ("troubleshoot", "technical"),
-    ("report_problem", "technical"),
-)
 
 
 def transcript(tracker: Tracker, limit: int = TRANSCRIPT_TURNS) -> List[Dict[str, Any]]:
@@ -61,7 +57,7 @@ def transcript(tracker: Tracker, limit: int = TRANSCRIPT_TURNS) -> List[Dict[str
     for event in tracker.events:
         kind = event.get("event")
         if kind == "user":
-            channel = (event.get("metadata") or {}).get("channel") or channel
+            channel = event_turn(event).channel or channel
             intent = (event.get("parse_data") or {}).get("intent") or {}
             turns.append({"from": "customer", "text": event.get("text"), "channel": channel,
                           "intent": intent.get("name"), "confidence": intent.get("confidence"),
@@ -77,7 +73,7 @@ def channels_used(tracker: Tracker) -> List[str]:
     """Every channel the customer wrote on in this conversation, first use first."""
     channels: List[str] = []
     for event in tracker.events:
-        channel = (event.get("metadata") or {}).get("channel") if event.get("event") == "user" else None
+        channel = event_turn(event).channel if event.get("event") == "user" else None
         if channel and channel not in channels:
             channels.append(channel)
     return channels
@@ -106,22 +102,21 @@ def queue_for(tracker: Tracker, reason: str) -> str:
     """The agent queue that fits what the customer was doing."""
     if reason == "troubleshooting_unresolved":
         return "technical"
-    topics = [(tracker.active_loop or {}).get("name") or ""]
-    topics += [
-        ((e.get("parse_data") or {}).get("intent") or {}).get("name") or ""
-        for e in reversed(tracker.events)
-        if e.get("event") == "user"
-    ][:5]
-    for topic in topics:
-        for marker, queue in _QUEUES:
-            if marker in topic:
-                return queue
+    task = task_for((tracker.active_loop or {}).get("name"))
+    if task is not None:
+        return task.queue
+    recent = [((e.get("parse_data") or {}).get("intent") or {}).get("name")
+              for e in reversed(tracker.events) if e.get("event") == "user"][:5]
+    for intent in recent:
+        started = task_started_by(intent)
+        if started is not None:
+            return started.queue
     return "general"
 
 
 def context_package(tracker: Tracker, reason: str) -> Dict[str, Any]:
     """What an agent needs to take over without asking the customer again."""
-    meta = message_metadata(tracker)
+    meta = turn(tracker)
     slots = {
         k: v for k, v in tracker.current_slot_values().items()
         if v not in (None, [], "") and k not in INTERNAL_SLOTS
@@ -130,13 +125,13 @@ def context_package(tracker: Tracker, reason: str) -> Dict[str, Any]:
         "customer_id": customer_ref(tracker),
         "customer": {
             "id": customer_ref(tracker),
-            "name": meta.get("profile_name"),
-            "trust": trust_level(tracker),
-            "locale": meta.get("locale"),
-            "new": meta.get("is_new_customer"),
+            "name": meta.profile_name,
+            "trust": meta.trust.value,
+            "locale": meta.locale,
+            "new": meta.is_new_customer,
         },
-        "trust": trust_level(tracker),
-        "channel": meta.get("channel"),
+        "trust": meta.trust.value,
+        "channel": meta.channel,
         "channels": channels_used(tracker),
         "task": open_task(tracker),
         "active_loop": (tracker.active_loop or {}).get("name"),
@@ -176,10 +171,9 @@ def escalate(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) ->
         dispatcher.utter_message(response="utter_handoff_queued_after_frustration", case=case.id)
     else:
         dispatcher.utter_message(response="utter_handoff_queued", case=case.id)
-    dispatcher.utter_message(json_message={"handoff": {
-        "case": case.id, "transfer": staffing.available, "queue": case.queue,
-        "reason": case.reason, "status": case.status,
-    }})
+    dispatcher.utter_message(json_message=HandoffSignal(
+        case=case.id, transfer=staffing.available, queue=case.queue, reason=case.reason, status=case.status,
+    ).to_custom())
     return [SlotSet("handoff_case", case.id), SlotSet("handoff_reason", None)]
 
 
@@ -213,7 +207,7 @@ class ActionRequestHuman(Action):
         # Always close the loop (even when none is active) so rules see one shape.
         closing = [ActiveLoop(None), SlotSet("requested_slot", None)]
         option = entity_value(tracker, "handoff_option")
-        if option in ("callback", "message") and queries.open_case_for(customer_ref(tracker)):
+        if option in ("callback", "message") and cases.open_case_for(customer_ref(tracker)):
             return [SlotSet("handoff_option", option)] + closing + [FollowupAction("handoff_message_form")]
         return escalate(dispatcher, tracker, escalation_reason(tracker)) + closing
 
@@ -280,10 +274,10 @@ class ActionSaveHandoffMessage(Action):
         text = tracker.get_slot("handoff_message") or ""
         callback = tracker.get_slot("handoff_option") == "callback"
         events = [SlotSet("handoff_message", None), SlotSet("handoff_option", None)]
-        case = queries.open_case_for(customer_ref(tracker))
+        case = cases.open_case_for(customer_ref(tracker))
         if case is None:  # closed meanwhile: the message opens a new case
             events += escalate(dispatcher, tracker, "customer_request")
-            case = queries.open_case_for(customer_ref(tracker))
+            case = cases.open_case_for(customer_ref(tracker))
         handoff.leave_message(case.id, text, callback=callback)
         if callback:
             dispatcher.utter_message(response="utter_handoff_callback_saved", case=case.id)

@@ -1,4 +1,10 @@
-"""Order status and delivery address, with step-up verification for personal data."""
+"""Order status and delivery address, with step-up verification for personal data.
+
+The status ("on its way") is told to anyone with the order number; carrier,
+tracking number, delivery date and address only to the order's owner or after
+the order's postal code (``actions.verification``). Both forms ask for the
+postal code themselves when it is needed, telling the status first.
+"""
 import re
 from typing import Any, Dict, List, Optional, Text
 
@@ -7,9 +13,8 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
+from actions import verification
 from actions.continuity import ContinuityFormValidation
-
-from actions.context import is_verified
 from actions.formatting import say_date
 from threadline.db import queries
 
@@ -24,7 +29,6 @@ STATUS_WORDS = {
     "delivered": "delivered",
     "cancelled": "cancelled",
 }
-MAX_VERIFICATION_ATTEMPTS = 3
 
 
 def normalise_order_number(value: Any) -> Optional[str]:
@@ -41,8 +45,13 @@ def normalise_postal_code(value: Any) -> str:
     return re.sub(r"[\s-]", "", str(value or "")).upper()
 
 
+def has_details(order: queries.OrderInfo) -> bool:
+    """Whether the order has anything personal to tell beyond its status."""
+    return bool(order.carrier or order.tracking_number or order.expected_delivery)
+
+
 def describe_order(order: queries.OrderInfo) -> str:
-    """The details sentence for an order's status."""
+    """The details sentence for an order's status (personal: owner or step-up only)."""
     if order.status == "delivered":
         when = f" on {say_date(order.expected_delivery)}" if order.expected_delivery else ""
         return f"It was delivered{when} by {order.carrier}."
@@ -56,11 +65,36 @@ def describe_order(order: queries.OrderInfo) -> str:
     return " ".join(parts)
 
 
+def _status_only(dispatcher: CollectingDispatcher, order: queries.OrderInfo) -> None:
+    dispatcher.utter_message(
+        response="utter_order_status_public", order_number=order.number,
+        status=STATUS_WORDS.get(order.status, order.status),
+    )
+
+
 class ValidateOrderStatusForm(ContinuityFormValidation):
-    """Checks the order number's format and that the order exists."""
+    """Checks the order number; asks the postal code before details a non-owner may not see."""
+
+    announces_status = True
 
     def name(self) -> Text:
         return "validate_order_status_form"
+
+    def needs_step_up(self, tracker: Tracker, order: Optional[queries.OrderInfo]) -> bool:
+        """Whether the postal code must be asked before the form can finish."""
+        if order is None or order.status == "cancelled" or not has_details(order):
+            return False
+        return not verification.may_see_order_details(tracker, order) and \
+            not verification.order_step_up_locked(tracker, order)
+
+    async def required_slots(
+        self, domain_slots: List[Text], dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[Text]:
+        order = queries.get_order(tracker.get_slot("order_number") or "")
+        slots = [slot for slot in domain_slots if slot != "verification_postal_code"]
+        if self.needs_step_up(tracker, order) and tracker.get_slot("verification_postal_code") != "locked":
+            slots.append("verification_postal_code")
+        return slots
 
     async def validate_order_number(
         self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
@@ -69,47 +103,52 @@ class ValidateOrderStatusForm(ContinuityFormValidation):
         if number is None:
             dispatcher.utter_message(response="utter_invalid_order_number")
             return {"order_number": None}
-        if queries.get_order(number) is None:
+        order = queries.get_order(number)
+        if order is None:
             dispatcher.utter_message(response="utter_unknown_order", order_number=number)
             return {"order_number": None}
-        return {"order_number": number}
-
-
-class ValidateOrderAddressForm(ValidateOrderStatusForm):
-    """Asks for the order's postal code unless the customer is already verified."""
-
-    def name(self) -> Text:
-        return "validate_order_address_form"
-
-    async def required_slots(
-        self, domain_slots: List[Text], dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[Text]:
-        number = tracker.get_slot("order_number")
-        if is_verified(tracker) or (number and tracker.get_slot("verification_order") == number):
-            return ["order_number"]
-        return domain_slots
+        if self.announces_status and self.needs_step_up(tracker, order):
+            _status_only(dispatcher, order)  # the status now; the details after the postal code
+        return {"order_number": number, "verification_postal_code": None}
 
     async def validate_verification_postal_code(
         self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> Dict[Text, Any]:
         order = queries.get_order(tracker.get_slot("order_number") or "")
-        if order and normalise_postal_code(slot_value) == normalise_postal_code(order.postal_code):
-            return {"verification_postal_code": "ok", "verification_order": order.number}
-        failures = 1 + sum(
-            1
-            for event in tracker.events
-            if event.get("event") == "bot"
-            and (event.get("metadata") or {}).get("utter_action") == "utter_verification_failed"
-        )
+        if order is None:
+            return {"verification_postal_code": None}
+        if verification.order_step_up_locked(tracker, order):
+            dispatcher.utter_message(response="utter_verification_locked")
+            return {"verification_postal_code": "locked"}
+        if normalise_postal_code(slot_value) == normalise_postal_code(order.postal_code):
+            verification.pass_order_step_up(tracker, order)
+            return {"verification_postal_code": "ok"}
+        result = verification.fail_step_up(tracker, verification.order_record(order.number))
         dispatcher.utter_message(response="utter_verification_failed")
-        if failures >= MAX_VERIFICATION_ATTEMPTS:
-            # Stop asking: the form completes and the address stays hidden.
-            return {"verification_postal_code": "locked", "verification_order": None}
+        if result.locked:
+            # Stop asking: the form completes, the details stay hidden, a person is offered.
+            dispatcher.utter_message(response="utter_verification_locked")
+            return {"verification_postal_code": "locked"}
         return {"verification_postal_code": None}
 
 
+class ValidateOrderAddressForm(ValidateOrderStatusForm):
+    """The same checks for the delivery address (which is always personal)."""
+
+    announces_status = False
+
+    def name(self) -> Text:
+        return "validate_order_address_form"
+
+    def needs_step_up(self, tracker: Tracker, order: Optional[queries.OrderInfo]) -> bool:
+        if order is None:
+            return False
+        return not verification.may_see_order_details(tracker, order) and \
+            not verification.order_step_up_locked(tracker, order)
+
+
 class ActionShowOrderStatus(Action):
-    """Answers with the order's status, carrier and expected delivery."""
+    """Answers with the order's status, and its details when the sender may see them."""
 
     def name(self) -> Text:
         return "action_show_order_status"
@@ -119,29 +158,33 @@ class ActionShowOrderStatus(Action):
         if order is None:
             dispatcher.utter_message(response="utter_ask_order_number")
             return []
-        dispatcher.utter_message(
-            response="utter_order_status",
-            order_number=order.number,
-            status=STATUS_WORDS.get(order.status, order.status),
-            details=describe_order(order),
-        )
-        return [SlotSet("order_last_checked", order.number)]
+        events = [SlotSet("order_last_checked", order.number), SlotSet("verification_postal_code", None)]
+        if verification.may_see_order_details(tracker, order) or order.status == "cancelled" \
+                or not has_details(order):
+            dispatcher.utter_message(
+                response="utter_order_status", order_number=order.number,
+                status=STATUS_WORDS.get(order.status, order.status), details=describe_order(order),
+            )
+        elif tracker.get_slot("verification_postal_code") == "locked" or verification.order_step_up_locked(
+                tracker, order):
+            pass  # the form already said the details stay hidden
+        else:
+            _status_only(dispatcher, order)
+        return events
 
 
 class ActionShowOrderAddress(Action):
-    """Reveals the delivery address only to a verified customer."""
+    """Reveals the delivery address only to the order's owner or after step-up."""
 
     def name(self) -> Text:
         return "action_show_order_address"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict):
-        number = tracker.get_slot("order_number")
-        order = queries.get_order(number or "")
-        verified = is_verified(tracker) or (order and tracker.get_slot("verification_order") == order.number)
-        if order is None or not verified:
-            dispatcher.utter_message(response="utter_verification_locked")
-        else:
+        order = queries.get_order(tracker.get_slot("order_number") or "")
+        if order is not None and verification.may_see_order_details(tracker, order):
             dispatcher.utter_message(
                 response="utter_order_address", order_number=order.number, address=order.shipping_address
             )
-        return [SlotSet("verification_postal_code", None)]
+        elif tracker.get_slot("verification_postal_code") != "locked":
+            dispatcher.utter_message(response="utter_verification_locked")
+        return [SlotSet("verification_postal_code", None), SlotSet("order_last_checked", order.number if order else None)]

@@ -1,13 +1,7 @@
-"""Frustration detection: VADER on the customer's recent messages, plus shouting and repetition.
+"""Frustration scoring: VADER on the customer's recent messages, plus shouting and repetition.
 
-The check runs in ``action_validate_slot_mappings``, which Rasa's
-``action_extract_slots`` calls after every customer message, before any
-policy predicts and whatever form is active. It is the one place a custom
-action runs on every turn and may also speak: Rasa keeps the ``SlotSet`` and
-``BotUttered`` events of this action (of a custom slot mapping's own action it
-keeps only the slots). When the customer is frustrated it escalates on the
-spot: it opens the case and says so, and the bot then answers the message as
-usual. A check in the policies would need a rule per intent inside every form.
+Pure scoring: ``actions.every_turn`` runs it after every customer message and
+escalates when the customer is frustrated.
 
 The level is a weighted sum of signals over the customer's typed messages
 since the last handoff (button taps say nothing about mood):
@@ -28,10 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Tracker
-from rasa_sdk.events import SlotSet
-from rasa_sdk.executor import CollectingDispatcher
-from rasa_sdk.forms import ValidationAction
-from rasa_sdk.types import DomainDict
 
 WINDOW = 5
 THRESHOLD = 0.75
@@ -154,41 +144,3 @@ def sentiment_summary(tracker: Tracker) -> Dict[str, Any]:
     """The sentiment part of the handoff context package."""
     result = assess(customer_texts(tracker))
     return {"scores": result.scores, "level": result.level, "trend": result.trend, "cues": result.cues}
-
-
-def check_frustration(dispatcher: CollectingDispatcher, tracker: Tracker) -> List[Dict[Text, Any]]:
-    """Score the latest message; escalate if the customer is frustrated. Returns slot events."""
-    latest = tracker.latest_message or {}
-    text = (latest.get("text") or "").strip()
-    if tracker.is_paused() or tracker.get_slot("handoff_case") or not text or text.startswith("/"):
-        return []
-    if (latest.get("intent") or {}).get("name") == "request_human":
-        return []  # action_request_human escalates this very message
-    result = assess(customer_texts(tracker))
-    events: List[Dict[Text, Any]] = []
-    level: Optional[float] = round(result.level, 2) or None
-    if level != tracker.get_slot("handoff_sentiment"):
-        events.append(SlotSet("handoff_sentiment", level))
-    if result.frustrated:
-        from actions.handoff import escalate  # here: actions.handoff imports this module
-
-        events += escalate(dispatcher, tracker, "frustration")
-    return events
-
-
-class ValidateSlotMappings(ValidationAction):
-    """``action_validate_slot_mappings``: Rasa runs it after every customer message.
-
-    The assistant's global slot validation. No slot outside a form needs one
-    yet (``extract_<slot>`` / ``validate_<slot>`` methods would go here, with
-    the slot added to ``required_slots``); it runs the frustration check.
-    """
-
-    async def required_slots(self, domain_slots: List[Text], dispatcher: CollectingDispatcher,
-                             tracker: Tracker, domain: DomainDict) -> List[Text]:
-        """The global slots validated here: none yet."""
-        return []
-
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict):
-        events = await super().run(dispatcher, tracker, domain)
-        return events + check_frustration(dispatcher, tracker)

@@ -7,10 +7,19 @@ encodes and addresses messages.
 
 Receiving, per webhook request (``POST /webhooks/<name>/webhook``)::
 
-    size limit (413) -> verify (403) -> decode (400) -> parse -> for each Envelope, in order:
-      dedupe by platform message id (a redelivery is answered 200, not processed again)
-      -> identity.resolve -> link code ("link 123456" / "/start 123456") -> record_channel_use
-      -> UserMessage(sender_id=<customer id>, metadata={...}) -> on_new_message
+    rate limit per source (429) -> body limit (413) -> verify (403) -> decode (400)
+    -> parse: a Delivery of Envelopes -> record_events -> for each Envelope, in order:
+       claim the platform message id (a redelivery of a stored turn is answered 200,
+       one still being processed 503) -> rate limit per sender (429)
+       -> identity.resolve (+ owner, link codes) -> record_channel_use
+       -> UserMessage(sender_id=<customer id>, metadata=<signed TurnMetadata + extras>)
+       -> on_new_message -> the id is marked done (the tracker store marks it too,
+          atomically with the save), so a crash before that means a redelivery
+          is processed, exactly once
+    -> build_response
+
+Socket.io, voice and journeys enter the same pipeline with ``process`` and an
+``Inbound`` of their own; no hook ever sees a web framework request.
 
 Writing a connector::
 
@@ -19,11 +28,11 @@ Writing a connector::
         credential_env = {"secret": "ACME_SECRET", "api_base": "ACME_API_BASE"}
         credential_defaults = {"api_base": "https://api.acme.example"}
 
-        def verify(self, request, body) -> bool:      # before anything is parsed
-            return constant_time_equals(request.headers.get("X-Acme-Token"), self.config["secret"])
+        def verify(self, inbound, body) -> bool:      # before anything is parsed
+            return constant_time_equals(inbound.headers.get("x-acme-token"), self.config["secret"])
 
-        def parse(self, request, payload) -> list:     # platform payload -> [Envelope]
-            return [Envelope(channel="acme", channel_user_id=..., message_id=..., text=...)]
+        def parse(self, inbound, payload) -> Delivery: # platform payload -> envelopes
+            return Delivery(inbound, [Envelope(channel="acme", channel_user_id=..., message_id=..., text=...)])
 
         def get_output_channel(self):
             return AcmeOutput(self.config, sender=self.sender)
@@ -34,25 +43,23 @@ Writing a connector::
             address = await self.address(recipient_id)
             await self.sender.post(url, {...})
 
-Optional hooks on the input: ``decode`` (form bodies), ``register_routes``
-(extra routes such as a GET verification handshake), ``record_events``
-(non-message events such as delivery statuses), ``before_processing``
-(platform acknowledgements), ``on_identified`` (per-customer bookkeeping),
+Optional hooks: ``decode`` (form bodies), ``register_routes`` (extra routes),
+``record_events`` (delivery statuses), ``before_processing`` (platform
+acknowledgements), ``on_identified`` (per-customer bookkeeping),
 ``message_text`` (rewrite what Rasa reads), ``output_channel_for`` (a
-per-request collector for synchronous channels) and ``build_response`` (what
-the platform gets back). ``alias_payload``/``resolve_payload`` keep button
-payloads that are too long for a platform in Redis.
+collector for synchronous channels) and ``build_response``.
 """
+from __future__ import annotations
+
 import asyncio
-import hashlib
+import copy
 import hmac
 import inspect
 import json
 import logging
-import re
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from rasa.shared.constants import INTENT_MESSAGE_PREFIX
@@ -61,131 +68,123 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.outbound import OutboundSender, redis_key
-from threadline import identity, settings
+from connectors import linking, registry, server
+from connectors.delivery import (  # noqa: F401 (re-exported: the connector interface)
+    KIND_BUTTON,
+    KIND_CONTACT,
+    KIND_IGNORED,
+    KIND_LOCATION,
+    KIND_MEDIA,
+    KIND_TEXT,
+    KIND_UNSUPPORTED,
+    BadPayload,
+    Delivery,
+    Envelope,
+    Inbound,
+    Outcome,
+)
+from connectors.outbound import OutboundSender, end_report, start_report
+from connectors.payloads import alias_payload, resolve_payload  # noqa: F401
+from threadline import identity, ownership, outbound_failures
+from threadline import linking as linking_state
+from threadline import settings as settings_module
+from threadline.keys import Keys
+from threadline.limits import Budget
+from threadline.message import RESERVED_KEYS, LinkOutcome, Origin, Trust, TurnMetadata, is_internal_note, only_for_channel
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 256 * 1024
-DEFAULT_DEDUPE_TTL = 7 * 24 * 3600  # Meta retries failed deliveries for up to 7 days.
-LINK_CODE_RE = re.compile(r"^\s*(?:link|/start)\s+(\d{6})\s*$", re.IGNORECASE)
+LEASE_SECONDS = 120
+IN_PROGRESS_RETRY = 5
 UNSUPPORTED_REPLY = (
     "Sorry, I can only read text messages and button replies here. "
     "Could you type your question instead?"
 )
 
-# Envelope kinds. "text", "button", "location" and "contact" reach the bot;
-# "media" only when it carries a caption; "ignored" is dropped quietly
-# (reactions, platform notices); anything else gets UNSUPPORTED_REPLY.
-KIND_TEXT = "text"
-KIND_BUTTON = "button"
-KIND_LOCATION = "location"
-KIND_CONTACT = "contact"
-KIND_MEDIA = "media"
-KIND_IGNORED = "ignored"
-KIND_UNSUPPORTED = "unsupported"
-
-
-class BadPayload(ValueError):
-    """A request body that cannot be decoded (answered with HTTP 400)."""
-
-
-@dataclass
-class Envelope:
-    """One inbound message in the same shape for every channel.
-
-    ``text`` is what the customer typed (or a caption); ``payload`` is the
-    button payload for ``kind == "button"``. ``phone`` is E.164 and only set
-    when the platform vouches for it (then ``phone_verified``) or the channel
-    knows it with lower trust (a voice caller id). ``extra`` goes into the
-    UserMessage metadata as is.
-    """
-
-    channel: str
-    channel_user_id: str
-    message_id: str
-    text: Optional[str] = None
-    payload: Optional[str] = None
-    kind: str = KIND_TEXT
-    locale: Optional[str] = None
-    profile_name: Optional[str] = None
-    phone: Optional[str] = None
-    phone_verified: bool = False
-    signed_customer_id: Optional[str] = None
-    signature: Optional[str] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def content(self) -> Optional[str]:
-        """What the bot should read: the button payload, else the text."""
-        if self.kind == KIND_BUTTON and self.payload:
-            return self.payload
-        return self.text if self.text and self.text.strip() else None
-
-    @property
-    def readable(self) -> bool:
-        """Whether the bot can do anything with this message."""
-        if self.kind in (KIND_TEXT, KIND_BUTTON, KIND_LOCATION, KIND_CONTACT, KIND_MEDIA):
-            return self.content is not None
-        return False
-
-
-@dataclass
-class Outcome:
-    """What the pipeline did with one envelope (for ``build_response`` and tests)."""
-
-    envelope: Envelope
-    status: str  # processed | duplicate | unsupported | ignored | failed
-    customer_id: Optional[str] = None
-    trace_id: Optional[str] = None
-    message: Optional[UserMessage] = None
+# KEYS: dedupe key. ARGV: lease seconds, lease token.
+_CLAIM_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v == 'done' then return 'duplicate' end
+if v then return 'in_progress' end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
+return 'claimed'
+"""
+# KEYS: dedupe key. ARGV: lease token. Deletes the lease only if it is still ours.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def constant_time_equals(given: Optional[str], expected: Optional[str]) -> bool:
     """Compare a secret from a request with the configured one in constant time."""
     if not given or not expected:
         return False
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
 
 
 async def run_sync(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a blocking call (Redis, identity) off the event loop."""
+    """Run a blocking call (Redis, identity, the database) off the event loop."""
     return await asyncio.to_thread(function, *args, **kwargs)
-
-
-ALIAS_PREFIX = "~p:"
-ALIAS_TTL = 30 * 24 * 3600
-
-
-def alias_payload(channel: str, payload: str, max_bytes: int, redis: Any, ttl: int = ALIAS_TTL) -> str:
-    """``payload`` if it fits in ``max_bytes``, else a short key for it stored in Redis.
-
-    Platforms cap what a button can carry (Telegram callback_data: 64 bytes;
-    WhatsApp reply ids: 256 characters). The key is derived from the payload,
-    so re-sending the same button reuses it. Blocking; see ``resolve_payload``.
-    """
-    if len(payload.encode("utf-8")) <= max_bytes and not payload.startswith(ALIAS_PREFIX):
-        return payload
-    digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
-    redis.set(redis_key("payload", channel, digest), payload, ex=ttl)
-    return ALIAS_PREFIX + digest
-
-
-def resolve_payload(channel: str, value: str, redis: Any) -> str:
-    """The payload behind a key made by ``alias_payload`` (or ``value`` itself)."""
-    if not value.startswith(ALIAS_PREFIX):
-        return value
-    stored = redis.get(redis_key("payload", channel, value[len(ALIAS_PREFIX):]))
-    if stored is None:
-        logger.warning("%s: button payload %s expired or unknown", channel, value)
-        return value
-    return stored.decode("utf-8") if isinstance(stored, bytes) else stored
 
 
 def _redis():
     from threadline.redis_client import get_client
 
     return get_client()
+
+
+def iter_dicts(value: Any):
+    """The dict items of ``value`` if it is a list, else nothing (defensive parsing)."""
+    if isinstance(value, list):
+        return (item for item in value if isinstance(item, dict))
+    return ()
+
+
+def error_response(status: int, message: str, headers: Optional[Dict[str, str]] = None) -> HTTPResponse:
+    """A JSON error that says what is wrong."""
+    return response.json({"error": message}, status=status, headers=headers)
+
+
+@dataclass
+class Turn:
+    """Who wrote one envelope, as the pipeline established it."""
+
+    customer_id: str
+    who: identity.Identity
+    owner: Optional[int]
+    text: Optional[str]
+    previous_channel: Optional[str] = None
+    link_result: Optional[LinkOutcome] = None
+    source: Optional[str] = None
+
+
+class DisabledChannel(InputChannel):
+    """A channel whose settings are all unset: it answers 503 and says what to set."""
+
+    def __init__(self, name: str, missing: List[str]) -> None:
+        self._name = name
+        self.missing = missing
+
+    def name(self) -> str:  # type: ignore[override]
+        """The channel's own name, so its routes say it is off."""
+        return self._name
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        """``GET /`` and ``POST /webhook`` answering 503 with the missing settings."""
+        blueprint = Blueprint(f"threadline_{self._name}_off", __name__)
+        body = {"status": "off", "channel": self._name, "set": self.missing}
+
+        @blueprint.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json(body, status=503)
+
+        @blueprint.route("/webhook", methods=["GET", "POST"])
+        async def webhook(_: Request) -> HTTPResponse:
+            return response.json({**body, "error": f"the {self._name} channel is off"}, status=503)
+
+        server.register(blueprint)
+        return blueprint
 
 
 class ThreadlineInput(InputChannel):
@@ -199,8 +198,8 @@ class ThreadlineInput(InputChannel):
     # How the assistant names this channel to the customer ("we were talking
     # on WhatsApp"); actions read it from metadata and never name channels.
     channel_label: str = ""
-    # credentials.yml key -> environment variable named in errors. Every key is
-    # required unless it has an entry in ``credential_defaults``.
+    # credentials.yml key -> environment variable. Every key is required
+    # unless it has an entry in ``credential_defaults``.
     credential_env: Dict[str, str] = {}
     credential_defaults: Dict[str, str] = {}
     unsupported_reply: str = UNSUPPORTED_REPLY
@@ -211,36 +210,48 @@ class ThreadlineInput(InputChannel):
         return cls.channel or super().name()
 
     @classmethod
-    def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> "ThreadlineInput":
-        """Build the channel from credentials.yml, failing loudly on a missing secret.
+    def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> InputChannel:
+        """Build the channel from credentials.yml and the environment.
 
-        A value missing from credentials.yml is read from its environment
-        variable; one missing from both raises naming the variable.
+        With none of its required settings given the channel is off (a
+        ``DisabledChannel`` saying what to set); with some but not all, start-up
+        fails naming the missing variables.
         """
-        return cls(cls.load_config(credentials))
+        try:
+            return cls(cls.load_config(credentials))
+        except _AllMissing as off:
+            logger.info("%s channel off: set %s", cls.name(), ", ".join(off.missing))
+            return DisabledChannel(cls.name(), off.missing)
 
     @classmethod
     def load_config(cls, credentials: Optional[Dict[str, Any]]) -> Dict[str, str]:
         """Credentials merged with the environment and defaults; checks required keys."""
         credentials = credentials or {}
+        config_source = settings_module.get()
         config: Dict[str, str] = {}
-        missing = []
+        missing, required = [], 0
         for key, variable in cls.credential_env.items():
             value = credentials.get(key)
             if isinstance(value, str) and (not value.strip() or value.strip().startswith("${")):
                 value = None  # empty, or an unexpanded ${VAR}
             if value is None:
-                value = settings.env(variable)
+                value = config_source.extra(variable)
             if value is None:
                 value = cls.credential_defaults.get(key)
+                if value is None and variable in settings_module.VARIABLES:
+                    value = settings_module.VARIABLES[variable].default
+            if key not in cls.credential_defaults:
+                required += 1
             if value is None:
-                missing.append(f"{variable} (credentials key '{key}')")
+                missing.append(variable)
             else:
                 config[key] = str(value)
+        if missing and len(missing) == required:
+            raise _AllMissing(missing)
         if missing:
             raise RasaException(
                 f"The {cls.name()} channel needs these settings: {', '.join(missing)}. "
-                f"Set the environment variable(s) referenced in credentials.yml."
+                f"Set them in the environment (or in credentials.yml); leave them all unset to turn the channel off."
             )
         return config
 
@@ -253,48 +264,48 @@ class ThreadlineInput(InputChannel):
         redis: Any = None,
     ) -> None:
         self.config = dict(config)
-        self.max_body_bytes = max_body_bytes or int(
-            settings.env("MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))
-        )
-        self.dedupe_ttl = dedupe_ttl or int(settings.env("DEDUPE_TTL_SECONDS", str(DEFAULT_DEDUPE_TTL)))
+        self.settings = settings_module.get()
+        self.max_body_bytes = max_body_bytes or self.settings.integer("MAX_BODY_BYTES")
+        self.dedupe_ttl = dedupe_ttl or self.settings.integer("DEDUPE_TTL_SECONDS")
+        self.source_budget = Budget(f"src-{self.name()}", self.settings.integer("RATE_LIMIT_PER_SOURCE"), 60)
+        self.sender_budget = Budget(f"snd-{self.name()}", self.settings.integer("RATE_LIMIT_PER_SENDER"), 60)
         self._redis = redis
+        self.keys = Keys()
         self.sender = self.make_sender()
 
     # ------------------------------------------------------------ subclass hooks
 
     def make_sender(self) -> OutboundSender:
         """The outbound sender shared by this channel's output channels."""
-        return OutboundSender(self.name(), redis=self.redis_client)
+        return OutboundSender(self.name())
 
-    def verify(self, request: Request, body: bytes) -> bool:
+    def verify(self, inbound: Inbound, body: bytes) -> bool:
         """Whether the request really comes from the platform. Runs before parsing."""
         raise NotImplementedError
 
-    def decode(self, request: Request, body: bytes) -> Any:
+    def decode(self, inbound: Inbound, body: bytes) -> Any:
         """Decode the raw body (JSON by default); raise ``BadPayload`` if malformed."""
         try:
             return json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise BadPayload(f"malformed JSON: {exc}") from exc
+            raise BadPayload(f"the body is not valid JSON ({exc})") from exc
 
-    def parse(self, request: Request, payload: Any) -> List[Envelope]:
-        """The platform payload as envelopes, in delivery order.
+    def parse(self, inbound: Inbound, payload: Any) -> Delivery:
+        """The platform payload as a delivery of envelopes, in order.
 
-        May raise ``BadPayload`` for a payload of the wrong shape.
+        May raise ``BadPayload`` for a payload of the wrong shape. A plain list
+        of envelopes is accepted too.
         """
         raise NotImplementedError
 
-    def record_events(self, request: Request, payload: Any) -> None:
+    def record_events(self, delivery: Delivery) -> None:
         """Handle what the delivery carries besides messages (delivery statuses...).
 
         Runs in a worker thread after verification, before the messages.
         """
 
-    async def before_processing(self, request: Request, envelope: Envelope) -> None:
-        """Runs once per new (not duplicate) envelope, before identification.
-
-        For platform acknowledgements such as answering a Telegram callback query.
-        """
+    async def before_processing(self, delivery: Delivery, envelope: Envelope) -> None:
+        """Runs once per new (not duplicate) envelope, before identification."""
 
     def register_routes(
         self, blueprint: Blueprint, on_new_message: Callable[[UserMessage], Awaitable[Any]]
@@ -318,15 +329,23 @@ class ThreadlineInput(InputChannel):
             content = content.lstrip().lstrip(INTENT_MESSAGE_PREFIX).strip() or None
         return content
 
-    def output_channel_for(self, request: Request, envelope: Envelope) -> OutputChannel:
+    def output_channel_for(self, delivery: Delivery, envelope: Envelope) -> OutputChannel:
         """The output channel for replies to ``envelope`` (default: the platform API)."""
         output = self.get_output_channel()
         if output is None:
             raise RuntimeError(f"{type(self).__name__} has no output channel")
         return output
 
-    def build_response(self, request: Request, outcomes: List[Outcome]) -> HTTPResponse:
+    def build_response(self, delivery: Delivery) -> HTTPResponse:
         """What the platform gets back once every envelope was handled."""
+        statuses = {outcome.status for outcome in delivery.outcomes}
+        if "limited" in statuses:
+            wait = max(o.retry_after for o in delivery.outcomes if o.status == "limited")
+            return error_response(429, "too many messages from this sender; retry later",
+                                  server.retry_after_headers(wait))
+        if "failed" in statuses or "in_progress" in statuses:
+            return error_response(503, "the message is being processed or could not be processed yet; retry later",
+                                  server.retry_after_headers(IN_PROGRESS_RETRY))
         return response.json({"status": "ok"})
 
     # ------------------------------------------------------------------- plumbing
@@ -354,6 +373,7 @@ class ThreadlineInput(InputChannel):
         async def close_sender(*_: Any) -> None:
             await self.sender.close()
 
+        server.register(blueprint)
         self.register_routes(blueprint, on_new_message)
         return blueprint
 
@@ -377,103 +397,172 @@ class ThreadlineInput(InputChannel):
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def inbound_from(self, request: Request, body: bytes, route: str = "webhook") -> Inbound:
+        """The transport-neutral view of an HTTP request."""
+        return Inbound(
+            app=request.app, body=body, headers=request.headers, args=request.args, url=request.url,
+            path=request.path, query_string=request.query_string, scheme=server.request_scheme(request),
+            host=request.host, source=server.client_address(request), route=route, transport="http",
+        )
+
+    async def check_source(self, source: str) -> Optional[HTTPResponse]:
+        """429 when one client address sends more than ``RATE_LIMIT_PER_SOURCE`` a minute."""
+        verdict = await run_sync(self.source_budget.hit, self.redis_client(), self.keys, source)
+        if verdict.allowed:
+            return None
+        logger.warning("%s: rate limit for a source reached (%d requests this minute)", self.name(), verdict.count)
+        return error_response(429, "too many requests from this address; retry later",
+                              server.retry_after_headers(verdict.retry_after))
+
     async def handle_request(
-        self, request: Request, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+        self, request: Request, on_new_message: Callable[[UserMessage], Awaitable[Any]], route: str = "webhook"
     ) -> HTTPResponse:
-        """Run the whole pipeline for one webhook request."""
+        """Limits, then the whole pipeline for one webhook request."""
+        limited = await self.check_source(server.client_address(request))
+        if limited is not None:
+            return limited
         body = await self.read_body(request)
         if body is None:
             logger.warning("%s webhook: body over %d bytes refused", self.name(), self.max_body_bytes)
-            return response.json({"error": "payload too large"}, status=413)
-        if not self.verify(request, body):
-            logger.warning("%s webhook: verification failed; request ignored", self.name())
-            return response.json({"error": "forbidden"}, status=403)
+            return error_response(413, f"the body is larger than {self.max_body_bytes} bytes")
+        return await self.receive(self.inbound_from(request, body, route), on_new_message)
+
+    async def receive(self, inbound: Inbound, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> HTTPResponse:
+        """Verify, decode, parse and process one inbound; answer the platform."""
         try:
-            payload = self.decode(request, body)
-            envelopes = self.parse(request, payload)
+            verified = self.verify(inbound, inbound.body)
+        except Exception:  # a malformed header must never become a 500
+            logger.exception("%s webhook: verification raised; refused", self.name())
+            verified = False
+        if not verified:
+            logger.warning("%s webhook: verification failed; request ignored", self.name())
+            return error_response(403, "the request's signature or token is missing or wrong")
+        try:
+            payload = self.decode(inbound, inbound.body)
+            delivery = self.as_delivery(inbound, self.parse(inbound, payload), payload)
         except BadPayload as exc:
             logger.warning("%s webhook: bad payload: %s", self.name(), exc)
-            return response.json({"error": "bad request"}, status=400)
+            return error_response(400, str(exc))
         try:
-            await run_sync(self.record_events, request, payload)
+            await self.process(delivery, on_new_message)
+        except _Unavailable:
+            return error_response(503, "temporarily unavailable; retry later", server.retry_after_headers(5))
+        result = self.build_response(delivery)
+        return await result if inspect.isawaitable(result) else result
+
+    @staticmethod
+    def as_delivery(inbound: Inbound, parsed: Any, payload: Any = None) -> Delivery:
+        """``parse``'s result as a ``Delivery`` (a list of envelopes is wrapped)."""
+        delivery = parsed if isinstance(parsed, Delivery) else Delivery(inbound, list(parsed or []))
+        if delivery.payload is None:
+            delivery.payload = payload
+        return delivery
+
+    async def process(self, delivery: Delivery, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Delivery:
+        """Record the delivery's events, then handle each envelope in order.
+
+        Raises ``_Unavailable`` when Redis or identity failed before the bot saw
+        a message (its lease is released, so the platform's retry processes it).
+        """
+        try:
+            await run_sync(self.record_events, delivery)
         except Exception:
             logger.exception("%s webhook: could not record the delivery's events", self.name())
-            return response.json({"error": "temporarily unavailable"}, status=500)
-        outcomes = []
-        for envelope in envelopes:
+            raise _Unavailable() from None
+        for envelope in delivery.envelopes:
             try:
-                outcomes.append(await self.handle_envelope(request, envelope, on_new_message))
+                outcome = await self.handle_envelope(delivery, envelope, on_new_message)
             except Exception:
-                # Identity or Redis failed before the bot saw the message: the
-                # dedupe mark was released, so the platform's retry processes it.
                 logger.exception("%s webhook: message %s failed", self.name(), envelope.message_id)
-                return response.json({"error": "temporarily unavailable"}, status=500)
-        return self.build_response(request, outcomes)
+                raise _Unavailable() from None
+            delivery.outcomes.append(outcome)
+            if outcome.status == "limited":
+                break  # the platform retries the rest; what was done is deduplicated
+        return delivery
+
+    # ------------------------------------------------------------- one envelope
 
     async def handle_envelope(
         self,
-        request: Request,
+        delivery: Delivery,
         envelope: Envelope,
         on_new_message: Callable[[UserMessage], Awaitable[Any]],
     ) -> Outcome:
-        """Dedupe, identify and forward one envelope (or answer it politely)."""
+        """Claim, identify and forward one envelope (or answer it politely)."""
         trace_id = uuid.uuid4().hex
         if envelope.kind == KIND_IGNORED:
             logger.info("%s: ignored %s (trace %s)", self.name(), envelope.extra.get("type"), trace_id)
             return Outcome(envelope, "ignored", trace_id=trace_id)
-        if not await run_sync(self.first_delivery, envelope):
-            logger.info("%s: duplicate delivery of %s ignored", self.name(), envelope.message_id)
-            return Outcome(envelope, "duplicate", trace_id=trace_id)
+        lease = uuid.uuid4().hex
+        claim = await run_sync(self.claim_delivery, envelope, lease)
+        if claim != "claimed":
+            logger.info("%s: %s delivery of %s", self.name(), claim.replace("_", " "), envelope.message_id)
+            return Outcome(envelope, claim, trace_id=trace_id)
         try:
-            await self.before_processing(request, envelope)
-            prepared = await run_sync(self.identify, request, envelope)
+            verdict = await run_sync(self.sender_budget.hit, self.redis_client(), self.keys,
+                                     f"{envelope.channel}:{envelope.channel_user_id}")
+            if not verdict.allowed:
+                await run_sync(self.release_delivery, envelope, lease)
+                return Outcome(envelope, "limited", trace_id=trace_id, retry_after=verdict.retry_after)
+            await self.before_processing(delivery, envelope)
+            turn = await run_sync(self.identify, delivery, envelope)
+            handled = await linking.intercept(self, delivery, envelope, turn)
+            if handled is not None:
+                await run_sync(self.mark_done, envelope)
+                return Outcome(envelope, "processed", handled, trace_id)
+            turn.previous_channel = await run_sync(self.finish_identification, envelope, turn.customer_id)
         except Exception:
-            await run_sync(self.forget_delivery, envelope)
+            await run_sync(self.release_delivery, envelope, lease)
             raise
-        customer_id, metadata, text = prepared
-        metadata["trace_id"] = trace_id
-        output = self.output_channel_for(request, envelope)
-        if text is None:
+        metadata = self.metadata_for(envelope, turn, trace_id, delivery.inbound.app)
+        output = self.output_channel_for(delivery, envelope)
+        if turn.text is None:
             logger.info(
                 "%s: %s message %s from %s cannot be read; sent the polite reply (trace %s)",
-                self.name(), envelope.extra.get("type", envelope.kind), envelope.message_id, customer_id, trace_id,
+                self.name(), envelope.extra.get("type", envelope.kind), envelope.message_id, turn.customer_id, trace_id,
             )
-            await output.send_text_message(customer_id, self.unsupported_reply)
-            return Outcome(envelope, "unsupported", customer_id, trace_id)
+            await output.send_text_message(turn.customer_id, self.unsupported_reply)
+            await run_sync(self.mark_done, envelope)
+            return Outcome(envelope, "unsupported", turn.customer_id, trace_id)
         message = UserMessage(
-            text,
-            output,
-            customer_id,
-            input_channel=self.name(),
-            message_id=envelope.message_id,
-            metadata=metadata,
+            turn.text, output, turn.customer_id, input_channel=self.name(),
+            message_id=envelope.message_id, metadata=metadata,
         )
         try:
             await on_new_message(message)
         except Exception:
-            # The bot may already have acted (and replied); a redelivery must
-            # not run it twice, so the dedupe mark stays.
+            # Not stored: release the claim so the platform's retry processes it.
             logger.exception("%s: the bot failed on message %s (trace %s)", self.name(), envelope.message_id, trace_id)
-            return Outcome(envelope, "failed", customer_id, trace_id, message)
-        return Outcome(envelope, "processed", customer_id, trace_id, message)
+            await run_sync(self.release_delivery, envelope, lease)
+            return Outcome(envelope, "failed", turn.customer_id, trace_id, message)
+        await run_sync(self.mark_done, envelope)
+        return Outcome(envelope, "processed", turn.customer_id, trace_id, message)
 
-    def _dedupe_key(self, envelope: Envelope) -> str:
-        return redis_key("dedupe", self.name(), envelope.message_id)
+    # -------------------------------------------------------------- delivery ids
 
-    def first_delivery(self, envelope: Envelope) -> bool:
-        """Mark the platform message id as seen; False if it already was."""
-        return bool(self.redis_client().set(self._dedupe_key(envelope), "1", nx=True, ex=self.dedupe_ttl))
+    def claim_delivery(self, envelope: Envelope, lease: str) -> str:
+        """``claimed``, or ``duplicate`` (already stored) or ``in_progress`` (being processed)."""
+        r = self.redis_client()
+        result = identity.script(r, "dedupe-claim", _CLAIM_LUA)(
+            keys=[self.keys.dedupe(self.name(), envelope.message_id)], args=[LEASE_SECONDS, f"lease:{lease}"], client=r,
+        )
+        return identity.text(result)
 
-    def forget_delivery(self, envelope: Envelope) -> None:
-        """Undo ``first_delivery`` so a redelivery is processed."""
-        self.redis_client().delete(self._dedupe_key(envelope))
+    def release_delivery(self, envelope: Envelope, lease: str) -> None:
+        """Give the claim up (only if it is still ours), so a redelivery is processed."""
+        r = self.redis_client()
+        identity.script(r, "dedupe-release", _RELEASE_LUA)(
+            keys=[self.keys.dedupe(self.name(), envelope.message_id)], args=[f"lease:{lease}"], client=r,
+        )
 
-    def identify(self, request: Request, envelope: Envelope):
-        """Resolve the customer, redeem link codes, record the channel (blocking).
+    def mark_done(self, envelope: Envelope) -> None:
+        """The envelope's turn is stored: a redelivery is a duplicate from now on."""
+        self.redis_client().set(self.keys.dedupe(self.name(), envelope.message_id), "done", ex=self.dedupe_ttl)
 
-        Returns ``(customer_id, metadata, text)``; ``text`` is None when the
-        message cannot be read by the bot.
-        """
+    # ------------------------------------------------------------------ identity
+
+    def identify(self, delivery: Delivery, envelope: Envelope) -> Turn:
+        """Resolve the customer and the business customer they are proven to be (blocking)."""
         redis = self.redis_client()
         who = identity.resolve(
             envelope.channel,
@@ -482,60 +571,109 @@ class ThreadlineInput(InputChannel):
             verified_phone=envelope.phone_verified,
             signed_customer_id=envelope.signed_customer_id,
             signature=envelope.signature,
+            signature_expires=envelope.signature_expires,
             redis=redis,
         )
-        customer_id, trust = who.customer_id, who.trust
-        metadata: Dict[str, Any] = {}
-        text = self.message_text(envelope, customer_id) if envelope.readable else None
-        match = LINK_CODE_RE.match(envelope.text or "") if envelope.kind == KIND_TEXT else None
-        if match:
-            code = match.group(1)
-            result = identity.redeem_link_code(
-                code, envelope.channel, envelope.channel_user_id,
-                redis=redis, tracker_store=self._tracker_store(request),
-            )
-            metadata["link_result"] = {"ok": result.ok, "reason": result.reason, "merged_from": result.merged_from}
-            if result.ok and result.customer_id:
-                customer_id = result.customer_id
-                linked = identity.channel_identity(envelope.channel, envelope.channel_user_id, redis)
-                trust = linked.trust if linked else trust
-            text = f"LINK {code}"
-        previous = identity.record_channel_use(customer_id, envelope.channel, redis=redis)
-        self.on_identified(envelope, customer_id)
-        metadata.update(
-            {
-                "channel": envelope.channel,
-                "channel_user_id": envelope.channel_user_id,
-                "message_id": envelope.message_id,
-                "trust": trust,
-                "is_new_customer": who.is_new,
-                "kind": envelope.kind,
-                "locale": envelope.locale,
-                "profile_name": envelope.profile_name,
-                "channel_label": self.channel_label or envelope.channel.replace("_", " ").title(),
-                "previous_channel": previous,
-            }
-        )
-        for key, value in envelope.extra.items():
-            metadata.setdefault(key, value)
-        return customer_id, metadata, text
+        owner = self.owner_of(envelope, who, redis)
+        text = self.message_text(envelope, who.customer_id) if envelope.readable else None
+        return Turn(who.customer_id, who, owner, text, source=self.source_of(delivery, envelope))
 
     @staticmethod
-    def _tracker_store(request: Request) -> Any:
+    def source_of(delivery: Delivery, envelope: Envelope) -> str:
+        """Where a message came from, for failure budgets, as an opaque hash.
+
+        Behind a platform's webhook every user shares the platform's address,
+        so there the channel identity is the source; on the web, the client's.
+        """
+        if envelope.channel in identity.ANONYMOUS_CHANNELS:
+            return identity.identity_hash("source", delivery.inbound.source)
+        return identity.identity_hash(envelope.channel, envelope.channel_user_id)
+
+    def owner_of(self, envelope: Envelope, who: identity.Identity, redis: Any) -> Optional[int]:
+        """The business customer this message proves its sender to be, if any."""
+        if who.trust != Trust.VERIFIED.value:
+            return None
+        owner_key = linking_state.owner_key(envelope.channel, envelope.channel_user_id)
+        if envelope.phone and envelope.phone_verified:
+            raw = envelope.phone.strip()
+            e164 = identity.normalise_phone("+" + raw if raw.isdigit() else raw)
+            owner = ownership.owner_for(phone=e164, redis=redis) if e164 else None
+            redis.set(owner_key, str(owner or 0))  # a Telegram contact proves it once for later messages
+            return owner
+        if envelope.signed_customer_id and envelope.channel in identity.ANONYMOUS_CHANNELS:
+            return ownership.owner_for(web_ref=envelope.signed_customer_id, redis=redis)
+        remembered = redis.get(owner_key)
+        return (int(remembered) or None) if remembered else None
+
+    def finish_identification(self, envelope: Envelope, customer_id: str) -> Optional[str]:
+        """Record the channel's use and the channel's own bookkeeping; returns the previous channel."""
+        previous = identity.record_channel_use(customer_id, envelope.channel, redis=self.redis_client())
+        self.on_identified(envelope, customer_id)
+        return previous
+
+    def metadata_for(self, envelope: Envelope, turn: Turn, trace_id: str, app: Any = None) -> Dict[str, Any]:
+        """The message's metadata: the signed reserved part, then the channel's extras."""
+        extra = dict(envelope.extra)
+        previous_label = registry.channel_label(app, turn.previous_channel) if turn.previous_channel else None
+        typed = TurnMetadata(
+            channel=envelope.channel,
+            channel_user_id=envelope.channel_user_id,
+            message_id=envelope.message_id,
+            trace_id=trace_id,
+            trust=Trust.parse(turn.who.trust),
+            origin=Origin(turn.who.origin) if turn.who.origin in Origin._value2member_map_ else Origin.CREATED,
+            identity=identity.identity_hash(envelope.channel, envelope.channel_user_id),
+            source=turn.source,
+            owner=turn.owner,
+            channel_label=extra.pop("channel_label", None) or self.channel_label
+            or envelope.channel.replace("_", " ").title(),
+            previous_channel=turn.previous_channel,
+            previous_channel_label=previous_label,
+            is_new_customer=turn.who.is_new,
+            kind=envelope.kind,
+            locale=envelope.locale,
+            profile_name=envelope.profile_name,
+            link_result=turn.link_result,
+            call_sid=extra.pop("call_sid", None),
+        )
+        metadata = typed.to_metadata(self.settings.secret("metadata_key"))
+        for key, value in extra.items():
+            if key not in RESERVED_KEYS:
+                metadata[key] = value
+        return metadata
+
+    @staticmethod
+    def tracker_store(app: Any) -> Any:
         """The agent's tracker store, if it can merge conversations (for link codes)."""
-        agent = getattr(getattr(request.app, "ctx", None), "agent", None)
+        agent = getattr(getattr(app, "ctx", None), "agent", None)
         store = getattr(agent, "tracker_store", None)
         store = getattr(store, "_tracker_store", store)  # rasa wraps it in FailSafeTrackerStore
         return store if hasattr(store, "merge_conversations_sync") else None
 
 
+class _AllMissing(Exception):
+    def __init__(self, missing: List[str]) -> None:
+        super().__init__(", ".join(missing))
+        self.missing = missing
+
+
+class _Unavailable(Exception):
+    """Redis or identity failed before the bot saw a message."""
+
+
+class NoAddress(Exception):
+    """The customer has no address on this channel (the identity index has none)."""
+
+
 class ThreadlineOutput(OutputChannel):
-    """Base output channel: addressing, channel checks, internal notes.
+    """Base output channel: addressing, channel checks, internal notes, failure records.
 
     The recipient Rasa passes is the conversation id, i.e. the customer id; it
     is mapped to the customer's address on this channel through the identity
-    index (for replies and for proactive messages alike), falling back to the
-    recipient id itself.
+    index only (for replies and proactive messages alike). A customer with no
+    address here is not sent anything, and that is recorded, like any
+    response that could not be delivered (``threadline.outbound_failures``).
+    ``last_report`` says how the latest response went.
     """
 
     channel: str = ""
@@ -544,6 +682,7 @@ class ThreadlineOutput(OutputChannel):
         self.config = config
         self.sender = sender
         self._redis = redis
+        self.last_report = None
 
     @classmethod
     def name(cls) -> str:
@@ -555,30 +694,46 @@ class ThreadlineOutput(OutputChannel):
         return self._redis if self._redis is not None else _redis()
 
     async def address(self, recipient_id: str) -> str:
-        """The platform address of the customer ``recipient_id`` on this channel."""
+        """The platform address of the customer ``recipient_id`` on this channel.
+
+        Raises ``NoAddress`` when the identity index has none: an address is
+        never guessed from a conversation id.
+        """
         found = await run_sync(identity.address_for, recipient_id, self.name(), self.redis_client())
-        return found or recipient_id
+        if not found:
+            raise NoAddress(f"the customer has no {self.name()} address")
+        return found
 
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
         """Send one bot response, unless it is an internal note or meant for another channel.
 
-        A ``custom`` payload with ``"internal_note"`` (or ``"type": "internal_note"``)
-        is for the agent desk only; one with ``"channel": "<name>"`` is only sent
-        on that channel.
+        Whatever fails on the way is reported (``last_report``) and the
+        response is kept for replay; nothing raises to Rasa's processor.
         """
         custom = message.get("custom")
-        if isinstance(custom, dict):
-            if custom.get("internal_note") or custom.get("type") == "internal_note":
-                logger.debug("%s: internal note not sent to the customer", self.name())
-                return
-            target = custom.get("channel")
-            if target and target != self.name():
-                return
-        await super().send_response(recipient_id, message)
+        if is_internal_note(custom):
+            logger.debug("%s: internal note not sent to the customer", self.name())
+            return
+        target = only_for_channel(custom)
+        if target and target != self.name():
+            return
+        original = copy.deepcopy(message)  # Rasa's dispatch pops keys off the message
+        report, token = start_report()
+        try:
+            await super().send_response(recipient_id, message)
+        except NoAddress as missing:
+            report.fail(str(missing))
+        finally:
+            end_report(token)
+        self.last_report = report
+        if not report.ok:
+            await self.record_undelivered(recipient_id, original, "; ".join(report.errors))
 
-
-def iter_dicts(value: Any) -> Iterable[Dict[str, Any]]:
-    """The dict items of ``value`` if it is a list, else nothing (defensive parsing)."""
-    if isinstance(value, list):
-        return (item for item in value if isinstance(item, dict))
-    return ()
+    async def record_undelivered(self, recipient_id: str, message: Dict[str, Any], error: str) -> None:
+        """Keep a response that did not reach the customer (replayed by ``make replay-failed``)."""
+        logger.error("%s: a response to %s was not delivered: %s", self.name(), recipient_id, error)
+        try:
+            await run_sync(outbound_failures.record, self.name(), recipient_id, message, error,
+                           redis=self.redis_client())
+        except Exception:  # Redis down too: the log line above is the record.
+            logger.exception("could not keep the undelivered %s message", self.name())

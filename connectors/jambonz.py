@@ -35,9 +35,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 from rasa.shared.exceptions import RasaException
-from sanic.request import Request
 
-from connectors.base import BadPayload, constant_time_equals
+from connectors.base import BadPayload, Inbound, constant_time_equals
 from connectors.voice import (
     EVENT_CALL,
     EVENT_INPUT,
@@ -79,13 +78,13 @@ def verify_signature(
             timestamp = value
         elif key == SIGNATURE_SCHEME and value:
             signatures.append(value.lower())
-    if not timestamp or not timestamp.isdigit() or not signatures:
+    if not timestamp or not (timestamp.isascii() and timestamp.isdigit()) or not signatures:
         return False
     current = time.time() if now is None else now
     if abs(current - int(timestamp)) > tolerance:
         return False
     expected = compute_signature(secret, int(timestamp), body).encode("ascii")
-    return any(hmac.compare_digest(expected, s.encode("utf-8", "replace")) for s in signatures)
+    return any(s.isascii() and hmac.compare_digest(expected, s.encode("ascii")) for s in signatures)
 
 
 def _basic_credentials(header: Optional[str]) -> Optional[tuple]:
@@ -153,39 +152,39 @@ class JambonzInput(VoiceInput):
         if not self.config["input_timeout"].strip().isdigit():
             raise RasaException("jambonz: input_timeout must be whole seconds")
 
-    def verify(self, request: Request, body: bytes) -> bool:
+    def verify(self, inbound: Inbound, body: bytes) -> bool:
         """A valid ``Jambonz-Signature``, or the configured basic-auth credentials."""
-        if verify_signature(request.headers.get(SIGNATURE_HEADER), body, self.config["webhook_secret"]):
+        if verify_signature(inbound.headers.get(SIGNATURE_HEADER), body, self.config["webhook_secret"]):
             return True
         user = self.config["basic_auth_user"]
-        given = _basic_credentials(request.headers.get("authorization"))
+        given = _basic_credentials(inbound.headers.get("authorization"))
         if not user or given is None:
             return False
         user_ok = constant_time_equals(given[0], user)
         password_ok = constant_time_equals(given[1], self.config["basic_auth_password"])
         return user_ok and password_ok
 
-    def decode(self, request: Request, body: bytes) -> Dict[str, Any]:
+    def decode(self, inbound: Inbound, body: bytes) -> Dict[str, Any]:
         """The JSON object jambonz posts."""
-        payload = super().decode(request, body)
+        payload = super().decode(inbound, body)
         if not isinstance(payload, dict):
             raise BadPayload("expected a JSON object")
         return payload
 
-    def voice_request(self, request: Request, payload: Dict[str, Any]) -> VoiceRequest:
+    def voice_request(self, inbound: Inbound, payload: Dict[str, Any]) -> VoiceRequest:
         """call_sid, the caller, and speech/digits/reason or call_status."""
         call_id = str(payload.get("call_sid") or "").strip()
         if not call_id:
-            raise BadPayload("no call_sid")
-        route = getattr(request.ctx, "voice_route", EVENT_CALL)
+            raise BadPayload("the request has no call_sid")
+        route = inbound.route if inbound.route in (EVENT_CALL, EVENT_INPUT, EVENT_STATUS) else EVENT_CALL
         status = str(payload.get("call_status") or "").strip().lower()
         if route == EVENT_CALL and status in STATUS_EVENTS and "reason" not in payload:
             route = EVENT_STATUS
         if route == EVENT_STATUS and not status:
-            raise BadPayload("status webhook without call_status")
+            raise BadPayload("a status webhook needs call_status")
         best = _first_alternative(payload.get("speech")) if route == EVENT_INPUT else {}
         outbound = str(payload.get("direction") or "").startswith("outbound")
-        turn = request.args.get("turn")
+        turn = inbound.arg("turn")
         return VoiceRequest(
             event=route,
             call_id=call_id,
@@ -196,11 +195,11 @@ class JambonzInput(VoiceInput):
             digits=str(payload.get("digits") or "") or None if route == EVENT_INPUT else None,
             status=status or None,
             reason=payload.get("reason"),
-            turn=int(turn) if turn and turn.isdigit() else None,
+            turn=int(turn) if turn and turn.isascii() and turn.isdigit() else None,
             duration=_number(payload.get("duration")),
         )
 
-    def render(self, request: Request, prompt: Prompt, action_url: str) -> str:
+    def render(self, inbound: Inbound, prompt: Prompt, action_url: str) -> str:
         """Verbs: ``gather`` with a nested SSML ``say``, or ``say`` and ``hangup``."""
         say: Dict[str, Any] = {"text": prompt.ssml}
         if self.config["voice"]:

@@ -1,49 +1,31 @@
-"""One outbound HTTP sender shared by every connector.
+"""One outbound HTTP sender shared by every connector, and the record of what failed.
 
 Platforms throttle (429) and fail (5xx, dropped connections). ``OutboundSender``
 retries those with exponential backoff, waits at least as long as the platform
 asks (``Retry-After`` header, or a hint the connector extracts from the body),
-and gives up after a bounded number of attempts. A request that finally fails is
-logged and appended to the Redis list ``threadline:outbound:failed``
-(``THREADLINE_KEY_PREFIX`` replaces ``threadline``) so that an
-operator can see and replay it: a customer's reply is never silently dropped.
+and gives up after a bounded number of attempts (``OUTBOUND_*`` settings).
 
-Settings (environment, read when the sender is built):
-
-- ``OUTBOUND_MAX_ATTEMPTS`` (default 4)
-- ``OUTBOUND_RETRY_BASE_DELAY`` seconds (default 0.2; doubles per attempt)
-- ``OUTBOUND_RETRY_MAX_DELAY`` seconds (default 30): the longest we wait between
-  attempts. A ``Retry-After`` longer than this is not retried at all (we never
-  call sooner than the platform allows, and we don't hold a webhook for minutes).
-- ``OUTBOUND_TIMEOUT`` seconds per attempt (default 10)
+It never stores anything itself: a request that finally fails is reported to
+the send in progress (``SendReport``), and ``ThreadlineOutput.send_response``
+keeps the undelivered *response* in ``threadline.outbound_failures`` (the
+channel, the customer id and the channel-neutral message; no address, no
+platform body), from where ``make replay-failed`` sends it again once.
 """
 import asyncio
+import contextvars
 import email.utils
 import json
 import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import aiohttp
 
-from threadline import settings
+from threadline import settings as settings_module
 
 logger = logging.getLogger(__name__)
-
-
-
-def redis_key(*parts: str) -> str:
-    """A Redis key under ``THREADLINE_KEY_PREFIX`` (default ``threadline``)."""
-    prefix = settings.env("THREADLINE_KEY_PREFIX", "threadline") or "threadline"
-    return ":".join((prefix,) + tuple(str(part) for part in parts))
-
-
-def failed_key() -> str:
-    """The list of messages that could not be delivered: ``threadline:outbound:failed``."""
-    return redis_key("outbound", "failed")
-
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -63,6 +45,53 @@ class OutboundResult:
 
 
 @dataclass
+class SendReport:
+    """What went wrong while one bot response was being sent (empty: delivered)."""
+
+    errors: List[str] = field(default_factory=list)
+    statuses: List[Optional[int]] = field(default_factory=list)
+    requests: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether every request of the response went through."""
+        return not self.errors
+
+    def fail(self, error: str, status: Optional[int] = None) -> None:
+        """Note one failure."""
+        self.errors.append(error)
+        self.statuses.append(status)
+
+
+_report: contextvars.ContextVar = contextvars.ContextVar("threadline_send_report", default=None)
+
+
+def current_report() -> Optional[SendReport]:
+    """The report of the response being sent in this task, if any."""
+    return _report.get()
+
+
+def start_report() -> "tuple":
+    """Begin collecting failures for one response; returns (report, token)."""
+    report = SendReport()
+    return report, _report.set(report)
+
+
+def end_report(token: Any) -> None:
+    """Stop collecting (pairs with ``start_report``)."""
+    _report.reset(token)
+
+
+def note_failure(error: str, status: Optional[int] = None) -> None:
+    """Report a failure to the response being sent (logged either way)."""
+    report = _report.get()
+    if report is not None:
+        report.fail(error, status)
+    else:
+        logger.warning("outbound request failed outside a response: %s", error)
+
+
+@dataclass
 class _Attempt:
     status: Optional[int] = None
     body: Any = None
@@ -71,24 +100,26 @@ class _Attempt:
     retryable: bool = False
 
 
+def _setting(name: str, kind: Callable[[str], Any]) -> Callable[[], Any]:
+    return lambda: kind(settings_module.get().get(name))
+
+
 @dataclass
 class OutboundSender:
-    """Posts JSON to a platform API with retries; records what finally fails.
+    """Posts JSON to a platform API with retries.
 
-    ``channel`` names the connector in logs and failure records. ``secrets`` are
-    strings (bot tokens in URLs) masked in everything logged or stored.
-    ``redis`` is a client or a zero-argument callable returning one; by default
-    the shared client from ``threadline.redis_client``.
+    ``channel`` names the connector in logs. ``secrets`` are strings (bot
+    tokens in URLs) masked in everything logged.
     """
 
     channel: str
-    max_attempts: int = field(default_factory=lambda: int(settings.env("OUTBOUND_MAX_ATTEMPTS", "4")))
-    base_delay: float = field(default_factory=lambda: float(settings.env("OUTBOUND_RETRY_BASE_DELAY", "0.2")))
-    max_delay: float = field(default_factory=lambda: float(settings.env("OUTBOUND_RETRY_MAX_DELAY", "30")))
-    timeout: float = field(default_factory=lambda: float(settings.env("OUTBOUND_TIMEOUT", "10")))
+    max_attempts: int = field(default_factory=_setting("OUTBOUND_MAX_ATTEMPTS", int))
+    base_delay: float = field(default_factory=_setting("OUTBOUND_RETRY_BASE_DELAY", float))
+    max_delay: float = field(default_factory=_setting("OUTBOUND_RETRY_MAX_DELAY", float))
+    timeout: float = field(default_factory=_setting("OUTBOUND_TIMEOUT", float))
     secrets: Iterable[str] = ()
     retry_hint: Optional[RetryHint] = None
-    redis: Any = None
+    redis: Any = None  # kept for callers that pass one; the sender stores nothing
 
     def __post_init__(self) -> None:
         self.max_attempts = max(1, int(self.max_attempts))
@@ -106,11 +137,15 @@ class OutboundSender:
     ) -> OutboundResult:
         """POST ``body`` as JSON to ``url``; retry what is worth retrying.
 
-        Never raises for HTTP or network failures: the result says what happened,
-        and a final failure has already been logged and stored, unless
-        ``record`` is False (the caller has a fallback and records it itself).
+        Never raises for HTTP or network failures: the result says what
+        happened, and a final failure is reported to the response being sent,
+        unless ``record`` is False (the caller has a fallback).
         """
+        report = current_report()
+        if report is not None:
+            report.requests += 1
         last = _Attempt()
+        attempt = 0
         for attempt in range(1, self.max_attempts + 1):
             last = await self._attempt(url, body, headers or {})
             if last.error is None:
@@ -128,35 +163,12 @@ class OutboundSender:
                 self.channel, attempt, self.max_attempts, self.redact(url), last.error, delay,
             )
             await asyncio.sleep(delay)
-        result = OutboundResult(False, last.status, last.body, attempt, last.error)
+        result = OutboundResult(False, last.status, last.body, attempt, self.redact(last.error or "unknown error"))
+        logger.error("%s outbound request to %s failed for good after %d attempt(s): %s",
+                     self.channel, self.redact(url), attempt, result.error)
         if record:
-            await self.record_failure(url, body, result.error or "unknown error", status=last.status, attempts=attempt)
+            note_failure(result.error, result.status)
         return result
-
-    async def record_failure(
-        self, url: str, body: Any, error: str, *, status: Optional[int] = None, attempts: int = 0
-    ) -> None:
-        """Log a message that could not be delivered and keep it in Redis.
-
-        Also used by connectors for messages they refuse to send (for example
-        free text outside WhatsApp's customer-service window).
-        """
-        record = {
-            "channel": self.channel,
-            "url": self.redact(url),
-            "body": body,
-            "error": self.redact(error),
-            "status": status,
-            "attempts": attempts,
-            "time": time.time(),
-        }
-        encoded = json.dumps(record, default=str)
-        logger.error("%s outbound message failed for good: %s", self.channel, encoded)
-        try:
-            client = self._redis_client()
-            await asyncio.to_thread(client.rpush, failed_key(), encoded)
-        except Exception:  # Redis down too: the log line above is the record.
-            logger.exception("could not store failed %s message in Redis", self.channel)
 
     def redact(self, text: str) -> str:
         """``text`` with every configured secret masked."""
@@ -174,13 +186,6 @@ class OutboundSender:
         delay = self.base_delay * (2 ** (attempt - 1))
         # A little jitter so that many conversations throttled together spread out.
         return min(self.max_delay, delay * (1 + random.random() * 0.1))
-
-    def _redis_client(self) -> Any:
-        if self.redis is None:
-            from threadline.redis_client import get_client
-
-            return get_client()
-        return self.redis() if callable(self.redis) else self.redis
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()

@@ -34,3 +34,11 @@ def output_channel(app: Any, name: Optional[str]) -> Optional[OutputChannel]:
             if output is not None:
                 return output
     return None
+
+
+def channel_label(app: Any, name: Optional[str]) -> str:
+    """How the assistant names a channel to customers ("WhatsApp", "the web chat")."""
+    for channel in input_channels(app):
+        if channel.name() == name and getattr(channel, "channel_label", ""):
+            return channel.channel_label
+    return (name or "another channel").replace("_", " ").title()

@@ -17,8 +17,6 @@ import logging
 import re
 from typing import Any, Dict, List, Optional
 
-from sanic.request import Request
-
 from connectors import markup
 from connectors.base import (
     KIND_BUTTON,
@@ -29,14 +27,16 @@ from connectors.base import (
     KIND_TEXT,
     KIND_UNSUPPORTED,
     BadPayload,
+    Delivery,
     Envelope,
+    Inbound,
     ThreadlineInput,
     ThreadlineOutput,
     alias_payload,
     constant_time_equals,
     run_sync,
 )
-from connectors.outbound import OutboundSender
+from connectors.outbound import OutboundSender, note_failure
 from threadline import identity
 
 logger = logging.getLogger(__name__)
@@ -74,15 +74,13 @@ class TelegramInput(ThreadlineInput):
 
     def make_sender(self) -> OutboundSender:
         """A sender that masks the bot token (it is part of every URL)."""
-        return OutboundSender(
-            self.name(), redis=self.redis_client, secrets=[self.config["bot_token"]], retry_hint=retry_after_hint
-        )
+        return OutboundSender(self.name(), secrets=[self.config["bot_token"]], retry_hint=retry_after_hint)
 
-    def verify(self, request: Request, body: bytes) -> bool:
+    def verify(self, inbound: Inbound, body: bytes) -> bool:
         """The secret token header must equal the configured one (constant time)."""
-        return constant_time_equals(request.headers.get("x-telegram-bot-api-secret-token"), self.config["secret_token"])
+        return constant_time_equals(inbound.headers.get("x-telegram-bot-api-secret-token"), self.config["secret_token"])
 
-    def parse(self, request: Request, payload: Any) -> List[Envelope]:
+    def parse(self, inbound: Inbound, payload: Any) -> List[Envelope]:
         """One update -> at most one envelope."""
         if not isinstance(payload, dict) or not isinstance(payload.get("update_id"), int):
             raise BadPayload("not a Telegram update")
@@ -147,7 +145,7 @@ class TelegramInput(ThreadlineInput):
                 envelope.extra["edited"] = True
         return envelope
 
-    async def before_processing(self, request: Request, envelope: Envelope) -> None:
+    async def before_processing(self, delivery: Delivery, envelope: Envelope) -> None:
         """Acknowledge a button tap so the client stops its spinner."""
         query_id = envelope.extra.get("callback_query_id")
         if query_id:
@@ -225,10 +223,7 @@ class TelegramOutput(ThreadlineOutput):
                 body.pop("parse_mode")
                 await self.api("sendMessage", body)
             else:
-                await self.sender.record_failure(
-                    self.method_url("sendMessage"), body, result.error or "failed",
-                    status=result.status, attempts=result.attempts,
-                )
+                note_failure(result.error or "sendMessage failed", result.status)
 
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
         """Text as MarkdownV2, split at 4096 characters."""

@@ -24,17 +24,15 @@ Polly.Joanna-Neural, an SSML-capable voice), ``speech_timeout``
 (``TWILIO_SPEECH_TIMEOUT``, seconds or "auto"), ``input_timeout``
 (``TWILIO_INPUT_TIMEOUT``, seconds of silence before the no-input path).
 """
-import base64
-import hashlib
-import hmac
+import xml.etree.ElementTree as ET
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
-from xml.sax.saxutils import escape, quoteattr
+from urllib.parse import parse_qsl
 
 from rasa.shared.exceptions import RasaException
-from sanic.request import Request
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Gather, Say, VoiceResponse
 
-from connectors.base import BadPayload
+from connectors.base import BadPayload, Inbound
 from connectors.voice import (
     EVENT_CALL,
     EVENT_STATUS,
@@ -44,68 +42,43 @@ from connectors.voice import (
     VoiceRequest,
 )
 
-XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 FORM_TYPE = "application/x-www-form-urlencoded"
-DEFAULT_PORTS = {"https": 443, "http": 80}
 STATUS_EVENTS = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
 Params = Union[Mapping[str, Any], Iterable[Tuple[str, str]]]
 
 
-def _pairs(params: Params) -> List[Tuple[str, str]]:
-    if isinstance(params, Mapping):
-        pairs = []
-        for name, value in params.items():
+class _Form(dict):
+    """Form parameters with repeated names, in the shape Twilio's validator reads (``getall``)."""
+
+    def __init__(self, params: Params) -> None:
+        super().__init__()
+        items = params.items() if isinstance(params, Mapping) else params
+        for name, value in items:
             values = value if isinstance(value, (list, tuple)) else [value]
-            pairs.extend((str(name), str(v)) for v in values)
-        return pairs
-    return [(str(name), str(value)) for name, value in params]
+            self.setdefault(str(name), []).extend(str(v) for v in values)
+
+    def getall(self, name: str) -> List[str]:
+        return self[name]
 
 
 def compute_signature(auth_token: str, url: str, params: Params) -> str:
-    """The ``X-Twilio-Signature`` Twilio sends for a POST of ``params`` to ``url``.
-
-    The signed string is the URL, then each parameter name followed by its
-    value, ordered by name (and, for a repeated name, by value).
-    """
-    grouped: Dict[str, set] = {}
-    for name, value in _pairs(params):
-        grouped.setdefault(name, set()).add(value)
-    signed = url + "".join(name + value for name in sorted(grouped) for value in sorted(grouped[name]))
-    digest = hmac.new(auth_token.encode("utf-8"), signed.encode("utf-8"), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
-def url_variants(url: str) -> List[str]:
-    """``url`` as given, without its default port, and with it spelled out."""
-    parts = urlsplit(url)
-    default = DEFAULT_PORTS.get(parts.scheme)
-    host = parts.hostname or ""
-    if parts.username or parts.password:
-        credentials = parts.username or ""
-        if parts.password is not None:
-            credentials += ":" + parts.password
-        host = f"{credentials}@{host}"
-    variants = [url]
-    try:
-        port = parts.port
-    except ValueError:
-        return variants
-    if port is None and default:
-        variants.append(urlunsplit(parts._replace(netloc=f"{host}:{default}")))
-    elif port is not None and port == default:
-        variants.append(urlunsplit(parts._replace(netloc=host)))
-    return variants
+    """The ``X-Twilio-Signature`` Twilio sends for a POST of ``params`` to ``url`` (Twilio's own code)."""
+    return RequestValidator(auth_token).compute_signature(url, _Form(params))
 
 
 def validate_signature(auth_token: str, url: str, params: Params, signature: Optional[str]) -> bool:
-    """Whether ``signature`` is Twilio's for ``url`` and ``params`` (constant-time compare)."""
+    """Whether ``signature`` is Twilio's for ``url`` and ``params``.
+
+    Twilio's ``RequestValidator``: constant-time, and the URL is accepted with
+    and without the scheme's default port, as Twilio signs either.
+    """
     if not signature or not auth_token:
         return False
-    given = signature.strip().encode("utf-8")
-    pairs = _pairs(params)
-    matches = [hmac.compare_digest(compute_signature(auth_token, u, pairs).encode(), given) for u in url_variants(url)]
-    return any(matches)
+    try:
+        return bool(RequestValidator(auth_token).validate(url, _Form(params), signature.strip()))
+    except (TypeError, ValueError):
+        return False
 
 
 def form_pairs(body: bytes, strict: bool = False) -> List[Tuple[str, str]]:
@@ -130,28 +103,54 @@ def _number(value: Optional[str]) -> Optional[float]:
         return None
 
 
-def _turn(request: Request) -> Optional[int]:
-    value = request.args.get("turn")
-    return int(value) if value and value.isdigit() else None
+def _turn(inbound: Inbound) -> Optional[int]:
+    value = inbound.arg("turn")
+    return int(value) if value and value.isascii() and value.isdigit() else None
+
+
+def _say(fragment: str, attributes: Dict[str, str]) -> Say:
+    """A ``<Say>`` built with Twilio's SSML helpers from our SSML fragment."""
+    say = Say(**attributes)
+    root = ET.fromstring(f"<speak>{fragment}</speak>")
+    if root.text:
+        say.append(root.text)
+    for element in root:
+        if element.tag == "break":
+            say.break_(time=element.get("time"))
+        elif element.tag == "say-as":
+            say.say_as(element.text or "", interpret_as=element.get("interpret-as"))
+        else:  # not produced by connectors.voice.speech; keep its words
+            say.append("".join(element.itertext()))
+        if element.tail:
+            say.append(element.tail)
+    return say
 
 
 def twiml(prompt: Prompt, *, action_url: str, say: Dict[str, str], gather: Dict[str, str]) -> str:
-    """A TwiML document speaking ``prompt``, then listening (or hanging up)."""
-    attributes = lambda values: "".join(f" {k}={quoteattr(str(v))}" for k, v in values.items())  # noqa: E731
+    """A TwiML document speaking ``prompt``, then listening (or transferring, or hanging up)."""
+    document = VoiceResponse()
     fragment = prompt.fragment
-    spoken = f"<Say{attributes(say)}>{fragment}</Say>" if fragment else ""
-    if prompt.transfer_to:
-        target = prompt.transfer_to
-        noun = f"<Sip>{escape(target)}</Sip>" if target.startswith("sip:") else f"<Number>{escape(target)}</Number>"
-        return f"{XML_DECLARATION}<Response>{spoken}<Dial>{noun}</Dial></Response>"
-    if prompt.hangup:
-        return f"{XML_DECLARATION}<Response>{spoken}<Hangup/></Response>"
-    listen = dict(gather, action=action_url, method="POST", actionOnEmptyResult="true")
+    spoken = _say(fragment, say) if fragment else None
+    if prompt.transfer_to or prompt.hangup:
+        if spoken is not None:
+            document.append(spoken)
+        if prompt.transfer_to:
+            dial = document.dial()
+            target = prompt.transfer_to
+            dial.sip(target) if target.startswith("sip:") else dial.number(target)
+        else:
+            document.hangup()
+        return document.to_xml()
+    listen: Dict[str, Any] = dict(gather, action=action_url, method="POST", action_on_empty_result=True)
     if prompt.choices:
-        listen["numDigits"] = "1"
+        listen["num_digits"] = 1
     if prompt.hints:
         listen["hints"] = ", ".join(prompt.hints)
-    return f"{XML_DECLARATION}<Response><Gather{attributes(listen)}>{spoken}</Gather></Response>"
+    listening = Gather(**listen)
+    if spoken is not None:
+        listening.append(spoken)
+    document.append(listening)
+    return document.to_xml()
 
 
 class TwilioVoiceOutput(VoiceOutput):
@@ -195,40 +194,40 @@ class TwilioVoiceInput(VoiceInput):
 
     # ------------------------------------------------------------- verification
 
-    def signed_url(self, request: Request) -> str:
+    def signed_url(self, inbound: Inbound) -> str:
         """The URL Twilio signed: the public base URL (if set) plus path and query."""
         base = (self.config.get("public_base_url") or "").rstrip("/")
         if not base:
-            return request.url
-        query = f"?{request.query_string}" if request.query_string else ""
-        return f"{base}{request.path}{query}"
+            return inbound.url
+        query = f"?{inbound.query_string}" if inbound.query_string else ""
+        return f"{base}{inbound.path}{query}"
 
-    def verify(self, request: Request, body: bytes) -> bool:
-        """Check ``X-Twilio-Signature`` over the URL and the POST parameters."""
-        content_type = (request.headers.get("content-type") or FORM_TYPE).split(";")[0].strip().lower()
+    def verify(self, inbound: Inbound, body: bytes) -> bool:
+        """Check ``X-Twilio-Signature`` over the URL and the POST parameters (Twilio's validator)."""
+        content_type = (inbound.headers.get("content-type") or FORM_TYPE).split(";")[0].strip().lower()
         params = form_pairs(body) if content_type == FORM_TYPE else []
         return validate_signature(
-            self.config["auth_token"], self.signed_url(request), params, request.headers.get("x-twilio-signature")
+            self.config["auth_token"], self.signed_url(inbound), params, inbound.headers.get("x-twilio-signature")
         )
 
-    def decode(self, request: Request, body: bytes) -> Dict[str, str]:
+    def decode(self, inbound: Inbound, body: bytes) -> Dict[str, str]:
         """The form parameters (repeated names: the last value)."""
-        content_type = (request.headers.get("content-type") or FORM_TYPE).split(";")[0].strip().lower()
+        content_type = (inbound.headers.get("content-type") or FORM_TYPE).split(";")[0].strip().lower()
         if content_type != FORM_TYPE:
             raise BadPayload(f"expected {FORM_TYPE}, got {content_type}")
         return dict(form_pairs(body, strict=True))
 
-    def voice_request(self, request: Request, form: Dict[str, str]) -> VoiceRequest:
+    def voice_request(self, inbound: Inbound, form: Dict[str, str]) -> VoiceRequest:
         """CallSid, the caller, and SpeechResult/Confidence/Digits or CallStatus."""
         call_id = (form.get("CallSid") or "").strip()
         if not call_id:
-            raise BadPayload("no CallSid")
-        route = getattr(request.ctx, "voice_route", EVENT_CALL)
+            raise BadPayload("the form has no CallSid")
+        route = inbound.route if inbound.route in (EVENT_CALL, "input", EVENT_STATUS) else EVENT_CALL
         status = (form.get("CallStatus") or "").strip().lower()
         if route == EVENT_CALL and status in STATUS_EVENTS and "SpeechResult" not in form and "Digits" not in form:
             route = EVENT_STATUS  # a status callback pointed at the call URL
         if route == EVENT_STATUS and not status:
-            raise BadPayload("status callback without CallStatus")
+            raise BadPayload("a status callback needs CallStatus")
         outbound = (form.get("Direction") or "").startswith("outbound")
         return VoiceRequest(
             event=route,
@@ -239,19 +238,19 @@ class TwilioVoiceInput(VoiceInput):
             confidence=_number(form.get("Confidence")),
             digits=form.get("Digits"),
             status=status or None,
-            turn=_turn(request),
+            turn=_turn(inbound),
             duration=_number(form.get("CallDuration")),
         )
 
     # ---------------------------------------------------------------- rendering
 
-    def render(self, request: Request, prompt: Prompt, action_url: str) -> str:
+    def render(self, inbound: Inbound, prompt: Prompt, action_url: str) -> str:
         """TwiML: ``<Say>`` inside ``<Gather>``, or ``<Say>`` and ``<Hangup/>``."""
         say = {"voice": self.config["voice"], "language": self.config["language"]}
         gather = {
             "input": "speech dtmf",
-            "bargeIn": "true",
-            "speechTimeout": self.config["speech_timeout"],
+            "barge_in": True,
+            "speech_timeout": self.config["speech_timeout"],
             "timeout": self.config["input_timeout"],
             "language": self.config["language"],
         }
@@ -259,7 +258,7 @@ class TwilioVoiceInput(VoiceInput):
 
     def status_body(self) -> str:
         """An empty TwiML response."""
-        return f"{XML_DECLARATION}<Response/>"
+        return VoiceResponse().to_xml()
 
 
 def sign_request(auth_token: str, url: str, params: Sequence[Tuple[str, str]]) -> Dict[str, str]:

@@ -39,7 +39,9 @@ from connectors.base import (
     KIND_TEXT,
     KIND_UNSUPPORTED,
     BadPayload,
+    Delivery,
     Envelope,
+    Inbound,
     ThreadlineInput,
     ThreadlineOutput,
     alias_payload,
@@ -47,8 +49,9 @@ from connectors.base import (
     iter_dicts,
     run_sync,
 )
-from connectors.outbound import redis_key
+from connectors.outbound import note_failure
 from threadline import identity, settings
+from threadline.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +81,15 @@ def signature_for(body: bytes, app_secret: str) -> str:
 
 
 def _window_key(customer_id: str) -> str:
-    return redis_key("whatsapp", "window", customer_id)
+    return Keys().whatsapp("window", customer_id)
 
 
 def _choices_key(customer_id: str) -> str:
-    return redis_key("whatsapp", "choices", customer_id)
+    return Keys().whatsapp("choices", customer_id)
 
 
 def _status_key(message_id: str) -> str:
-    return redis_key("whatsapp", "status", message_id)
+    return Keys().whatsapp("status", message_id)
 
 
 def message_status(message_id: str, redis: Any) -> Dict[str, str]:
@@ -131,13 +134,13 @@ class WhatsAppInput(ThreadlineInput):
             logger.warning("whatsapp: webhook verification refused (mode=%r)", mode)
             return response.text("forbidden", status=403)
 
-    def verify(self, request: Request, body: bytes) -> bool:
+    def verify(self, inbound: Inbound, body: bytes) -> bool:
         """Check ``X-Hub-Signature-256`` against the raw body, in constant time."""
-        given = (request.headers.get("x-hub-signature-256") or "").strip()
+        given = (inbound.headers.get("x-hub-signature-256") or "").strip()
         if not given.lower().startswith("sha256="):
             return False
         expected = signature_for(body, self.config["app_secret"])
-        return hmac.compare_digest(("sha256=" + given[7:].lower()).encode(), expected.encode())
+        return hmac.compare_digest(("sha256=" + given[7:].lower()).encode("utf-8", "replace"), expected.encode())
 
     # ------------------------------------------------------------------ parsing
 
@@ -152,10 +155,10 @@ class WhatsAppInput(ThreadlineInput):
                     values.append(value)
         return values
 
-    def record_events(self, request: Request, payload: Any) -> None:
+    def record_events(self, delivery: Delivery) -> None:
         """Record ``statuses`` of our own messages (not shown to the bot)."""
         redis = None
-        for value in self._changes(payload):
+        for value in self._changes(delivery.payload):
             for status in iter_dicts(value.get("statuses")):
                 message_id, state = status.get("id"), status.get("status")
                 if not message_id or not state:
@@ -172,7 +175,7 @@ class WhatsAppInput(ThreadlineInput):
                 pipe.expire(_status_key(message_id), STATUS_TTL)
                 pipe.execute()
 
-    def parse(self, request: Request, payload: Any) -> List[Envelope]:
+    def parse(self, inbound: Inbound, payload: Any) -> List[Envelope]:
         """Messages of every change, in delivery order."""
         envelopes = []
         for value in self._changes(payload):
@@ -258,7 +261,7 @@ class WhatsAppInput(ThreadlineInput):
 
 def window_seconds() -> int:
     """Length of the customer-service window (``WHATSAPP_WINDOW_SECONDS``, default 24 h)."""
-    return int(settings.env("WHATSAPP_WINDOW_SECONDS", str(WINDOW_SECONDS)))
+    return settings.get().integer("WHATSAPP_WINDOW_SECONDS")
 
 
 def _digits(value: Any) -> str:
@@ -335,8 +338,8 @@ class WhatsAppOutput(ThreadlineOutput):
         """
         parameter = markup.shorten(text, TEMPLATE_PARAM_LIMIT) or "-"
         template = {
-            "name": settings.env("WHATSAPP_TEMPLATE_NAME", "threadline_follow_up"),
-            "language": {"code": settings.env("WHATSAPP_TEMPLATE_LANGUAGE", "en_US")},
+            "name": settings.get().get("WHATSAPP_TEMPLATE_NAME"),
+            "language": {"code": settings.get().get("WHATSAPP_TEMPLATE_LANGUAGE")},
             "components": [{"type": "body", "parameters": [{"type": "text", "text": parameter}]}],
         }
         return await self.post(address, {"type": "template", "template": template})
@@ -469,8 +472,6 @@ class WhatsAppOutput(ThreadlineOutput):
                 logger.info("whatsapp: custom payload without a WhatsApp message type not sent: %s", list(message))
             return
         if message["type"] != "template" and not await self.in_window(recipient_id):
-            await self.sender.record_failure(
-                self.url, message, "outside the 24-hour customer-service window; only templates may be sent"
-            )
+            note_failure("outside the 24-hour customer-service window; only templates may be sent")
             return
         await self.post(address, message)

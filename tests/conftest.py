@@ -61,6 +61,33 @@ def pytest_sessionfinish(session, exitstatus):
 _isolate_real_servers()
 
 from tests.support.recorder import Recorder  # noqa: E402
+from threadline import settings as _settings  # noqa: E402
+
+_settings.reload()
+
+
+class _SettingsMonkeyPatch(pytest.MonkeyPatch):
+    """``monkeypatch`` that takes a new settings snapshot whenever it changes the environment."""
+
+    def setenv(self, *args, **kwargs):
+        super().setenv(*args, **kwargs)
+        _settings.reload()
+
+    def delenv(self, *args, **kwargs):
+        super().delenv(*args, **kwargs)
+        _settings.reload()
+
+    def undo(self):
+        super().undo()
+        _settings.reload()
+
+
+@pytest.fixture
+def monkeypatch():
+    """Pytest's monkeypatch, keeping ``threadline.settings`` in step with the environment."""
+    patch = _SettingsMonkeyPatch()
+    yield patch
+    patch.undo()
 
 TEST_SECRETS = {
     "WHATSAPP_VERIFY_TOKEN": "verify-me",
@@ -75,6 +102,7 @@ TEST_SECRETS = {
     "AGENT_TOKENS": "alice:alice-token,bob:bob-token",
     "OUTBOUND_RETRY_BASE_DELAY": "0.05",
     "VOICE_TRANSFER_TO": "+15550100999",
+    "RASA_AUTH_TOKEN": "rasa-api-token-for-tests",
 }
 
 

@@ -13,7 +13,7 @@ both sides need around them:
 * **Live notifications.** Every change is published as JSON on the Redis
   channel ``{THREADLINE_KEY_PREFIX}:desk``; the desk turns them into
   server-sent events. Conversation events reach the same channel from the
-  rasa server (``connectors.agent_live.DeskEventBroker``).
+  rasa server (``connectors.agent.live.DeskEventBroker``).
 """
 import datetime as dt
 import json
@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from threadline import settings
-from threadline.db import queries
-from threadline.db.queries import CaseInfo
+from threadline.keys import Keys
+from threadline.db import cases
+from threadline.db.cases import CaseInfo
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def parse_hours(spec: str) -> List[Span]:
 
 def local_now() -> dt.datetime:
     """Now, in ``AGENT_TIMEZONE`` (naive local time when unset)."""
-    zone = settings.env("AGENT_TIMEZONE")
+    zone = settings.get().get_raw("AGENT_TIMEZONE")
     if zone:
         from zoneinfo import ZoneInfo
 
@@ -140,7 +141,7 @@ class Staffing:
 
 def staffing(now: Optional[dt.datetime] = None, queued: Optional[int] = None) -> Staffing:
     """Check ``AGENT_HOURS`` and ``AGENT_QUEUE_LIMIT`` (``queued`` defaults to the DB count)."""
-    spec = settings.env("AGENT_HOURS")
+    spec = settings.get().get_raw("AGENT_HOURS")
     if spec:
         try:
             spans = parse_hours(spec)
@@ -151,9 +152,9 @@ def staffing(now: Optional[dt.datetime] = None, queued: Optional[int] = None) ->
         if spans and not is_staffed(spans, now):
             opening = next_opening(spans, now)
             return Staffing(False, "outside_hours", spec, opening.strftime("on %A at %H:%M") if opening else None)
-    limit = settings.env("AGENT_QUEUE_LIMIT")
+    limit = settings.get().get_raw("AGENT_QUEUE_LIMIT")
     if limit:
-        waiting = queries.count_queued() if queued is None else queued
+        waiting = cases.count_queued() if queued is None else queued
         if waiting >= int(limit):
             return Staffing(False, "queue_full", spec)
     return Staffing(True, hours=spec)
@@ -177,20 +178,20 @@ def open_case(customer_ref: str, reason: str, context: Dict[str, Any], queue: st
     The staffing check happens before the case is counted, so the case that
     fills the queue to ``AGENT_QUEUE_LIMIT`` is still accepted as staffed.
     """
-    existing = queries.open_case_for(customer_ref)
+    existing = cases.open_case_for(customer_ref)
     if existing is not None:
-        ahead = queries.count_queued() - (existing.status == "queued")
+        ahead = cases.count_queued() - (existing.status == "queued")
         return OpenedCase(existing, False, staffing(queued=ahead))
     now = staffing()
-    case_id = queries.record_handoff(customer_ref, reason, context, queue=queue, unstaffed=not now.available)
-    case = queries.get_case(case_id)
+    case_id = cases.record_handoff(customer_ref, reason, context, queue=queue, unstaffed=not now.available)
+    case = cases.get_case(case_id)
     notify(case, "opened")
     return OpenedCase(case, True, now)
 
 
 def leave_message(case_id: int, text: str, callback: bool) -> CaseInfo:
     """Store what the customer wants the team to know; notifies the desk."""
-    case = queries.add_customer_message(case_id, text, callback=callback)
+    case = cases.add_customer_message(case_id, text, callback=callback)
     notify(case, "message")
     return case
 
@@ -226,7 +227,7 @@ def _iso(value: Optional[dt.datetime]) -> Optional[str]:
 
 def desk_channel() -> str:
     """The Redis pub/sub channel the desk listens on."""
-    return (settings.env("THREADLINE_KEY_PREFIX", "threadline") or "threadline") + ":desk"
+    return Keys().desk_channel()
 
 
 def publish(message: Dict[str, Any], redis: Any = None) -> None:

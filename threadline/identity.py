@@ -1,46 +1,52 @@
 """The identity index: which customer is behind a (channel, channel user id).
 
 A customer id (``c_`` + 20 random hex characters) is the Rasa conversation id,
-so a customer who changes channel keeps one tracker. The index lives in Redis:
+so a customer who changes channel keeps one tracker. The index lives in Redis
+(keys in ``threadline.keys``): one hash per channel identity (customer, trust,
+origin), the verified phone and signed web-ref indexes, and one hash per
+customer (its address on each channel, its last channel, its bound web ref).
+Key names carry HMACs under the identity pepper, never a phone number or
+platform user id.
 
-``{p}:id:ch:{channel}:{h(user id)}``  hash ``cid``, ``trust`` — one channel identity
-``{p}:id:phone:{h(E.164)}``           string -> customer id (WhatsApp and voice)
-``{p}:id:webref:{h(ref)}``            string -> customer id (signed web identities)
-``{p}:id:cust:{cid}``                 hash ``addr:{channel}`` -> user id, ``last_channel``
-``{p}:id:cust:{cid}:idx``             set of the index keys above naming this customer
-``{p}:id:code:{h(code)}``             link code -> "customer id|trust", expires
-``{p}:id:fail:{channel}:{h(user id)}`` failed link-code attempts, expires
+Trust (``threadline.message.Trust``) is kept per channel identity:
 
-``{p}`` is ``THREADLINE_KEY_PREFIX`` (default ``threadline``). ``h`` is an HMAC
-with the server pepper ``THREADLINE_ID_PEPPER``, so no key names a phone
-number, platform user id or external customer reference.
+* a WhatsApp ``wa_id`` (or a Telegram contact of the user's own) is a
+  *verified* phone: it creates or joins the customer of that phone, and claims
+  the phone index if nobody holds it;
+* a voice caller id is spoofable: *low* trust, and it never creates or claims a
+  phone-index entry. A caller whose number a verified channel holds joins that
+  customer with origin ``caller_id``, which gives continuity but no personal
+  data; otherwise the caller has a customer of their own;
+* a Telegram account is *low*; an unsigned web visitor *anonymous*;
+* a web identity signed by the website (ref, expiry, HMAC under
+  ``WEBCHAT_IDENTITY_SECRET``) is *verified* for that message only: an
+  unsigned message from the same visitor is anonymous again (a visitor
+  joined by a confirmed link code keeps the trust the link gave it). A ref seen for
+  the first time binds to the visitor's customer unless that customer is
+  bound to another ref, in which case it is a new customer; a ref already
+  known re-points the visitor to its customer. Nothing is merged either way.
 
-Trust is kept per channel identity ("anonymous" < "low" < "verified") and only
-ever rises: a WhatsApp ``wa_id`` is a verified phone, a voice caller id is
-spoofable and so "low" even when the same number is verified on WhatsApp, a
-Telegram user is "low", an unsigned web visitor "anonymous", a correctly
-signed web identity "verified". Web visitor ids must be unguessable session
-ids, since the trust earned by a signed request stays with that visitor id.
+Trust only rises on the other channels. Link codes (``threadline.linking``)
+join channels the customer proves to hold.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import phonenumbers
 
-from threadline import redis_client, settings
+from threadline import redis_client
+from threadline import settings as settings_module
+from threadline.keys import Keys
+from threadline.message import TRUST_LEVELS, Origin, Trust
 
-TRUST_LEVELS = ("anonymous", "low", "verified")
-LINK_CODE_TTL = 600
-LINK_FAIL_LIMIT = 5
-LINK_FAIL_WINDOW = 600
 # Channels where a bare channel user id proves nothing (the browser picks it).
 ANONYMOUS_CHANNELS = frozenset({"webchat", "web", "socketio", "rest"})
-_DEV_PEPPER = "threadline-dev-pepper-change-me"
 
 
 @dataclass(frozen=True)
@@ -50,80 +56,62 @@ class Identity:
     customer_id: str
     trust: str
     is_new: bool
-
-
-@dataclass
-class LinkResult:
-    """Outcome of :func:`redeem_link_code`.
-
-    ``reason`` is ``"invalid_or_expired"``, ``"rate_limited"`` or
-    ``"same_customer"`` when ``ok`` is false.
-    """
-
-    ok: bool
-    customer_id: Optional[str]
-    merged_from: Optional[str]
-    reason: Optional[str]
-
-
-def _rank(trust: Optional[str]) -> int:
-    return TRUST_LEVELS.index(trust) if trust in TRUST_LEVELS else 0
-
-
-def _max_trust(*levels: Optional[str]) -> str:
-    return TRUST_LEVELS[max(_rank(level) for level in levels)]
-
-
-def _prefix() -> str:
-    return (settings.env("THREADLINE_KEY_PREFIX", "threadline") or "threadline") + ":id:"
-
-
-def _h(value: str) -> str:
-    pepper = settings.env("THREADLINE_ID_PEPPER", _DEV_PEPPER) or _DEV_PEPPER
-    return hmac.new(pepper.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def _channel_key(channel: str, channel_user_id: str) -> str:
-    return f"{_prefix()}ch:{channel}:{_h(channel_user_id)}"
-
-
-def _phone_key(e164: str) -> str:
-    return f"{_prefix()}phone:{_h(e164)}"
-
-
-def _webref_key(customer_ref: str) -> str:
-    return f"{_prefix()}webref:{_h('web-ref:' + customer_ref)}"
-
-
-def _customer_key(customer_id: str) -> str:
-    return f"{_prefix()}cust:{customer_id}"
-
-
-def _code_key(code: str) -> str:
-    return f"{_prefix()}code:{_h('link-code:' + code)}"
-
-
-def _fail_key(channel: str, channel_user_id: str) -> str:
-    return f"{_prefix()}fail:{channel}:{_h(channel_user_id)}"
+    origin: str = Origin.CREATED.value
 
 
 def _redis(redis: Any) -> Any:
     return redis if redis is not None else redis_client.get_client()
 
 
+def _keys() -> Keys:
+    return Keys()
+
+
+def _h(value: str) -> str:
+    pepper = settings_module.get().secret("id_pepper")
+    return hmac.new(pepper.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def identity_hash(channel: str, channel_user_id: str) -> str:
+    """An opaque, stable name for one channel identity (step-up state, budgets)."""
+    return _h(f"identity:{channel}:{channel_user_id}")
+
+
+def _channel_key(channel: str, channel_user_id: str) -> str:
+    return _keys().identity("ch", channel, _h(channel_user_id))
+
+
+def _phone_key(e164: str) -> str:
+    return _keys().identity("phone", _h(e164))
+
+
+def _webref_key(customer_ref: str) -> str:
+    return _keys().identity("webref", _h("web-ref:" + customer_ref))
+
+
+def _customer_key(customer_id: str) -> str:
+    return _keys().identity("cust", customer_id)
+
+
+def _customer_prefix() -> str:
+    return _keys().identity("cust") + ":"
+
+
 _script_cache: Dict[tuple, Any] = {}
 
 
-def _script(redis: Any, name: str, source: str) -> Any:
+def script(redis: Any, name: str, source: str) -> Any:
+    """A registered Lua script for ``redis`` (cached per client)."""
     key = (id(redis), name)
-    script = _script_cache.get(key)
-    if script is None or script.registered_client is not redis:
-        script = redis.register_script(source)
-        _script_cache[key] = script
-    return script
+    found = _script_cache.get(key)
+    if found is None or found.registered_client is not redis:
+        found = redis.register_script(source)
+        _script_cache[key] = found
+    return found
 
 
-def _s(value: Any) -> Optional[str]:
+def text(value: Any) -> Optional[str]:
+    """A Redis reply as text (None stays None)."""
     if value is None or value is False:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -143,10 +131,10 @@ def normalise_phone(raw: str, default_region: str = "US") -> Optional[str]:
     """
     if not raw:
         return None
-    text = raw.strip()
-    digits = "".join(ch for ch in text if ch.isdigit())
-    candidates = [(text, default_region)]
-    if not text.startswith("+") and digits:
+    stripped = raw.strip()
+    digits = "".join(ch for ch in stripped if ch.isdigit())
+    candidates = [(stripped, default_region)]
+    if not stripped.startswith("+") and digits:
         candidates.append(("+" + digits, None))
     for candidate, region in candidates:
         try:
@@ -158,54 +146,116 @@ def normalise_phone(raw: str, default_region: str = "US") -> Optional[str]:
     return None
 
 
-def sign_web_identity(customer_ref: str, secret: str) -> str:
-    """Hex HMAC-SHA256 of ``customer_ref`` under ``secret`` (done by the website's backend)."""
-    return hmac.new(secret.encode(), customer_ref.encode(), hashlib.sha256).hexdigest()
+# ----------------------------------------------------------- signed web identity
 
 
-def verify_web_identity(customer_ref: str, signature: str, secret: str) -> bool:
-    """Whether ``signature`` signs ``customer_ref``; compared in constant time."""
-    if not (customer_ref and signature and secret):
+def _signed_text(customer_ref: str, expires: Optional[int]) -> str:
+    return f"{customer_ref}|{expires}" if expires is not None else customer_ref
+
+
+def sign_web_identity(customer_ref: str, secret: str, expires: Optional[int] = None) -> str:
+    """Hex HMAC-SHA256 of ``"<ref>|<expires>"`` under ``secret`` (done by the website's backend).
+
+    ``expires`` is a unix time; the web chat refuses signatures without one
+    or past it (``None`` signs the bare ref, for tools that check old links).
+    """
+    return hmac.new(secret.encode(), _signed_text(customer_ref, expires).encode(), hashlib.sha256).hexdigest()
+
+
+def verify_web_identity(
+    customer_ref: str, signature: str, secret: str, expires: Optional[int] = None,
+    *, now: Optional[float] = None, max_age: Optional[int] = None,
+) -> bool:
+    """Whether ``signature`` signs ``customer_ref`` (and ``expires``, not past); constant time.
+
+    With ``max_age`` an expiry further than that in the future is refused too,
+    so a leaked signature cannot be made to last forever.
+    """
+    if not (customer_ref and isinstance(signature, str) and signature and secret):
         return False
-    return hmac.compare_digest(sign_web_identity(customer_ref, secret), signature.lower())
+    if max_age is not None and expires is None:
+        return False  # what the web chat accepts must expire
+    if expires is not None:
+        current = time.time() if now is None else now
+        if expires <= current or (max_age is not None and expires > current + max_age):
+            return False
+    expected = sign_web_identity(customer_ref, secret, expires)
+    given = signature.strip().lower()
+    if not given.isascii():
+        return False
+    return hmac.compare_digest(expected, given)
 
+
+# ------------------------------------------------------------------- resolving
 
 # KEYS: channel identity, phone index ("" if none), web-ref index ("" if none)
-# ARGV: candidate new customer id, channel, channel user id, claimed trust,
-#       customer key prefix
+# ARGV: new customer id, channel, channel user id, claimed trust, customer key
+#       prefix, phone mode (verified | claimed | ""), web-ref hash, trust mode
+#       (rise | set)
 _RESOLVE_LUA = """
 local rank = {anonymous = 0, low = 1, verified = 2}
 local chan, phone, webref = KEYS[1], KEYS[2], KEYS[3]
 local new_cid, channel, cuid, claim, cprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local cur = redis.call('HMGET', chan, 'cid', 'trust')
-local cid, trust = cur[1], cur[2]
-local known = false
-if webref ~= '' then known = redis.call('GET', webref) end
-if (not known) and phone ~= '' then known = redis.call('GET', phone) end
-local is_new = 0
-if cid and known and known ~= cid and webref ~= '' then
-  -- a signed web identity names another customer: this session now is theirs
-  redis.call('SREM', cprefix .. cid .. ':idx', chan)
-  if redis.call('HGET', cprefix .. cid, 'addr:' .. channel) == cuid then
-    redis.call('HDEL', cprefix .. cid, 'addr:' .. channel)
+local phone_mode, refh, trust_mode = ARGV[6], ARGV[7], ARGV[8]
+local cur = redis.call('HMGET', chan, 'cid', 'trust', 'origin')
+local cid, trust, origin = cur[1], cur[2], cur[3]
+local is_new, moved = 0, false
+local function leave()
+  if cid then
+    redis.call('SREM', cprefix .. cid .. ':idx', chan)
+    if redis.call('HGET', cprefix .. cid, 'addr:' .. channel) == cuid then
+      redis.call('HDEL', cprefix .. cid, 'addr:' .. channel)
+    end
   end
-  cid, trust = known, claim
+end
+local function move(to, how)
+  leave()
+  cid, origin, moved = to, how, true
+end
+local function create()
+  leave()
+  cid, origin, is_new, moved = new_cid, 'created', 1, true
+end
+if webref ~= '' then
+  local known = redis.call('GET', webref)
+  if known then
+    if known ~= cid then move(known, 'webref') end
+  else
+    local bound = false
+    if cid then bound = redis.call('HGET', cprefix .. cid, 'webref') end
+    if not cid or (bound and bound ~= refh) then create() end
+    redis.call('SET', webref, cid)
+    redis.call('HSET', cprefix .. cid, 'webref', refh)
+    redis.call('SADD', cprefix .. cid .. ':idx', webref)
+  end
+elseif phone ~= '' then
+  local known = redis.call('GET', phone)
+  if phone_mode == 'verified' then
+    if not cid then
+      if known then cid, origin, moved = known, 'phone', true else create() end
+    end
+    if not known then
+      redis.call('SET', phone, cid)
+      redis.call('SADD', cprefix .. cid .. ':idx', phone)
+    end
+  elseif known then
+    if known ~= cid then move(known, 'caller_id') end
+  elseif not cid then
+    create()
+  end
 elseif not cid then
-  if known then cid = known else cid = new_cid; is_new = 1 end
+  create()
+end
+if moved or not trust or (trust_mode == 'set' and origin ~= 'link') then
   trust = claim
 elseif (rank[claim] or 0) > (rank[trust] or 0) then
   trust = claim
 end
-local idx = cprefix .. cid .. ':idx'
-redis.call('HSET', chan, 'cid', cid, 'trust', trust)
-redis.call('SADD', idx, chan)
-for _, key in ipairs({phone, webref}) do
-  if key ~= '' and redis.call('SETNX', key, cid) == 1 then
-    redis.call('SADD', idx, key)
-  end
-end
+origin = origin or 'created'
+redis.call('HSET', chan, 'cid', cid, 'trust', trust, 'origin', origin)
+redis.call('SADD', cprefix .. cid .. ':idx', chan)
 redis.call('HSET', cprefix .. cid, 'addr:' .. channel, cuid)
-return {cid, trust, is_new}
+return {cid, trust, is_new, origin}
 """
 
 
@@ -217,70 +267,84 @@ def resolve(
     verified_phone: bool = False,
     signed_customer_id: Optional[str] = None,
     signature: Optional[str] = None,
+    signature_expires: Optional[int] = None,
     redis: Any = None,
 ) -> Identity:
     """The customer behind ``(channel, channel_user_id)``, created on first contact.
 
-    ``phone`` (a WhatsApp ``wa_id`` with ``verified_phone=True``, or a voice
-    caller id) joins every channel identity with the same E.164 number into
-    one customer. ``signed_customer_id`` with a valid ``signature`` (see
-    :func:`sign_web_identity`, secret ``WEBCHAT_IDENTITY_SECRET``) maps a web
-    visitor to the website's customer; an invalid signature counts as none.
-    One Lua script does the lookup and the creation, so two first messages
-    arriving at once still make one customer.
+    See the module docstring for the rules. ``signed_customer_id`` counts only
+    with a valid ``signature`` (and unexpired ``signature_expires``) under
+    ``WEBCHAT_IDENTITY_SECRET``. One Lua script does the lookup and the
+    creation, so two first messages arriving at once still make one customer.
     """
     r = _redis(redis)
-    claim = "anonymous" if channel in ANONYMOUS_CHANNELS else "low"
-    phone_key = webref_key = ""
-    if phone:
+    config = settings_module.get()
+    web = channel in ANONYMOUS_CHANNELS
+    claim = Trust.ANONYMOUS if web else Trust.LOW
+    phone_key = webref_key = ref_hash = phone_mode = ""
+    if phone and not web:
         raw = phone.strip()
-        # wa_ids always carry the country code, without "+".
         if verified_phone and raw.isdigit():
-            raw = "+" + raw
+            raw = "+" + raw  # wa_ids always carry the country code, without "+"
         e164 = normalise_phone(raw)
         if e164:
             phone_key = _phone_key(e164)
-            claim = _max_trust(claim, "verified" if verified_phone else "low")
-    secret = settings.env("WEBCHAT_IDENTITY_SECRET")
-    if signed_customer_id and signature and secret:
-        if verify_web_identity(signed_customer_id, signature, secret):
-            webref_key = _webref_key(signed_customer_id)
-            claim = "verified"
-    cid, trust, is_new = _script(r, "resolve", _RESOLVE_LUA)(
+            phone_mode = "verified" if verified_phone else "claimed"
+            claim = Trust.strongest(claim, Trust.VERIFIED if verified_phone else Trust.LOW)
+    secret = config.get_raw("WEBCHAT_IDENTITY_SECRET")
+    if signed_customer_id and signature and secret and verify_web_identity(
+        signed_customer_id, signature, secret, signature_expires,
+        max_age=config.integer("WEBCHAT_IDENTITY_MAX_AGE"),
+    ):
+        webref_key = _webref_key(signed_customer_id)
+        ref_hash = _h("web-ref:" + signed_customer_id)
+        claim = Trust.VERIFIED
+    cid, trust, is_new, origin = script(r, "resolve", _RESOLVE_LUA)(
         keys=[_channel_key(channel, channel_user_id), phone_key, webref_key],
-        args=[new_customer_id(), channel, channel_user_id, claim, _prefix() + "cust:"],
+        args=[new_customer_id(), channel, channel_user_id, claim.value, _customer_prefix(), phone_mode,
+              ref_hash, "set" if web else "rise"],
         client=r,
     )
-    return Identity(customer_id=_s(cid), trust=_s(trust), is_new=bool(int(is_new)))
+    return Identity(customer_id=text(cid), trust=text(trust), is_new=bool(int(is_new)), origin=text(origin))
 
 
 def channel_identity(channel: str, channel_user_id: str, redis: Any = None) -> Optional[Identity]:
-    """The customer and trust of a known channel identity, without creating one."""
-    cid, trust = _redis(redis).hmget(_channel_key(channel, channel_user_id), "cid", "trust")
+    """The customer, trust and origin of a known channel identity, without creating one."""
+    cid, trust, origin = _redis(redis).hmget(_channel_key(channel, channel_user_id), "cid", "trust", "origin")
     if cid is None:
         return None
-    return Identity(customer_id=_s(cid), trust=_s(trust) or "anonymous", is_new=False)
+    return Identity(text(cid), text(trust) or Trust.ANONYMOUS.value, False, text(origin) or Origin.CREATED.value)
 
 
 def address_for(customer_id: str, channel: str, redis: Any = None) -> Optional[str]:
     """The channel user id that reaches ``customer_id`` on ``channel``, if any."""
-    return _s(_redis(redis).hget(_customer_key(customer_id), "addr:" + channel))
+    return text(_redis(redis).hget(_customer_key(customer_id), "addr:" + channel))
 
 
 def addresses(customer_id: str, redis: Any = None) -> Dict[str, str]:
     """Every channel the customer is reachable on: ``{channel: channel_user_id}``."""
-    fields = _redis(redis).hgetall(_customer_key(customer_id))
     result = {}
-    for field, value in fields.items():
-        name = _s(field)
+    for name, value in _redis(redis).hgetall(_customer_key(customer_id)).items():
+        name = text(name)
         if name.startswith("addr:"):
-            result[name[len("addr:"):]] = _s(value)
+            result[name[len("addr:"):]] = text(value)
     return result
+
+
+def identities(customer_id: str, redis: Any = None) -> List[Dict[str, str]]:
+    """Every channel identity of the customer: channel, user id, trust and origin."""
+    r = _redis(redis)
+    found = []
+    for channel, user_id in addresses(customer_id, r).items():
+        known = channel_identity(channel, user_id, r)
+        if known is not None and known.customer_id == customer_id:
+            found.append({"channel": channel, "user": user_id, "trust": known.trust, "origin": known.origin})
+    return found
 
 
 def last_channel(customer_id: str, redis: Any = None) -> Optional[str]:
     """The channel the customer last wrote on (see :func:`record_channel_use`)."""
-    return _s(_redis(redis).hget(_customer_key(customer_id), "last_channel"))
+    return text(_redis(redis).hget(_customer_key(customer_id), "last_channel"))
 
 
 def record_channel_use(customer_id: str, channel: str, redis: Any = None) -> Optional[str]:
@@ -291,99 +355,28 @@ def record_channel_use(customer_id: str, channel: str, redis: Any = None) -> Opt
     pipe = _redis(redis).pipeline(transaction=True)
     key = _customer_key(customer_id)
     pipe.hget(key, "last_channel")
-    pipe.hset(key, "last_channel", channel)
+    pipe.hset(key, mapping={"last_channel": channel, "last_seen": f"{time.time():.3f}"})
     previous, _ = pipe.execute()
-    return _s(previous)
+    return text(previous)
 
 
-def _trust_on_last_channel(r: Any, customer_id: str) -> str:
-    channel = last_channel(customer_id, r)
-    user_id = address_for(customer_id, channel, r) if channel else None
-    if not user_id:
-        return "anonymous"
-    trust = r.hget(_channel_key(channel, user_id), "trust")
-    return _s(trust) or "anonymous"
-
-
-def issue_link_code(
-    customer_id: str,
-    redis: Any = None,
-    *,
-    trust: Optional[str] = None,
-    ttl: int = LINK_CODE_TTL,
-) -> str:
-    """A 6-digit single-use code that links another channel to ``customer_id``.
-
-    The code remembers the trust of the channel identity it was issued on:
-    ``trust`` if given, else the trust of the customer's identity on their
-    last channel. It expires after ``ttl`` seconds (10 minutes).
-    """
+def forget_customer(customer_id: str, redis: Any = None) -> int:
+    """Delete every index entry of the customer (erasure); returns how many keys went."""
     r = _redis(redis)
-    owner_trust = trust or _trust_on_last_channel(r, customer_id)
-    value = f"{customer_id}|{owner_trust}"
-    for _ in range(50):
-        code = f"{secrets.randbelow(10 ** 6):06d}"
-        if r.set(_code_key(code), value, nx=True, ex=ttl):
-            return code
-    raise RuntimeError("No free link code found; too many live codes.")
+    prefix = _customer_prefix()
+    index = r.smembers(prefix + customer_id + ":idx")
+    keys = [text(k) for k in index] + [prefix + customer_id, prefix + customer_id + ":idx"]
+    return r.delete(*keys) if keys else 0
 
 
-# KEYS: failure counter, code. ARGV: failure limit, failure window (s)
-_REDEEM_LUA = """
-local fails = tonumber(redis.call('GET', KEYS[1]) or '0')
-if fails >= tonumber(ARGV[1]) then return {'rate_limited', false} end
-local value = redis.call('GETDEL', KEYS[2])
-if not value then
-  if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-  return {'invalid_or_expired', false}
-end
-return {'ok', value}
-"""
+# ---------------------------------------------------------------------- linking
 
-
-def redeem_link_code(
-    code: str,
-    channel: str,
-    channel_user_id: str,
-    redis: Any = None,
-    tracker_store: Any = None,
-) -> LinkResult:
-    """Link ``(channel, channel_user_id)`` to the customer who was issued ``code``.
-
-    The code is consumed atomically on first use. After ``LINK_FAIL_LIMIT``
-    failed attempts within ``LINK_FAIL_WINDOW`` seconds the identity is
-    refused ("rate_limited") even with a correct code, which is then not
-    consumed. Trust: a redeemed code proves the redeemer can read the channel
-    the code was sent to, so the redeeming identity gets the higher of the
-    code owner's trust on the issuing channel identity and its own current
-    trust. If the redeemer already was another customer, that customer is
-    merged into the code's customer (see :func:`link`).
-    """
-    r = _redis(redis)
-    code = (code or "").strip()
-    status, value = _script(r, "redeem", _REDEEM_LUA)(
-        keys=[_fail_key(channel, channel_user_id), _code_key(code)],
-        args=[LINK_FAIL_LIMIT, LINK_FAIL_WINDOW],
-        client=r,
-    )
-    status = _s(status)
-    if status != "ok":
-        return LinkResult(ok=False, customer_id=None, merged_from=None, reason=status)
-    customer_id, _, owner_trust = _s(value).partition("|")
-    current = channel_identity(channel, channel_user_id, r)
-    if current is not None and current.customer_id == customer_id:
-        return LinkResult(ok=False, customer_id=customer_id, merged_from=None, reason="same_customer")
-    trust = _max_trust(owner_trust, current.trust if current else None)
-    merged_from = link(channel, channel_user_id, customer_id, trust, redis=r, tracker_store=tracker_store)
-    return LinkResult(ok=True, customer_id=customer_id, merged_from=merged_from, reason=None)
-
-
-# KEYS: channel identity. ARGV: into customer id, trust, channel, channel user id,
-#       customer key prefix. Re-points every index entry of the channel
-#       identity's previous customer (if different) to the into customer.
+# KEYS: channel identity. ARGV: into customer id, trust, channel, channel user
+#       id, customer key prefix, origin. Re-points every index entry of the
+#       channel identity's previous customer (if different) to the into one.
 _LINK_LUA = """
 local chan = KEYS[1]
-local into, trust, channel, cuid, cprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local into, trust, channel, cuid, cprefix, origin = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local from = redis.call('HGET', chan, 'cid')
 local into_key, into_idx = cprefix .. into, cprefix .. into .. ':idx'
 if from and from ~= into then
@@ -404,7 +397,7 @@ if from and from ~= into then
 else
   from = false
 end
-redis.call('HSET', chan, 'cid', into, 'trust', trust)
+redis.call('HSET', chan, 'cid', into, 'trust', trust, 'origin', origin)
 redis.call('SADD', into_idx, chan)
 redis.call('HSET', into_key, 'addr:' .. channel, cuid)
 return from
@@ -418,16 +411,17 @@ def link(
     trust: str,
     redis: Any = None,
     tracker_store: Any = None,
+    origin: str = Origin.LINK.value,
 ) -> Optional[str]:
     """Point ``(channel, channel_user_id)`` at ``customer_id`` with ``trust``.
 
     If the channel identity belonged to another customer, that customer is
-    merged in: its conversation is appended to ``customer_id``'s by
+    merged in: its conversation is merged into ``customer_id``'s by
     ``tracker_store.merge_conversations_sync`` (skipped when no tracker store
-    is given) and all its index entries (channel identities, phone, web ref)
-    are re-pointed. Addresses of ``customer_id`` win over the merged
-    customer's, except for the linking channel. Returns the merged customer
-    id, or None when no merge happened.
+    is given; the caller holds both conversations' locks) and all its index
+    entries (channel identities, phone, web ref) are re-pointed. Addresses of
+    ``customer_id`` win over the merged customer's, except for the linking
+    channel. Returns the merged customer id, or None when no merge happened.
     """
     if trust not in TRUST_LEVELS:
         raise ValueError(f"Unknown trust level {trust!r}")
@@ -437,9 +431,19 @@ def link(
         # The conversation moves first: if it fails, the index still points
         # at the conversation it belongs to.
         tracker_store.merge_conversations_sync(current.customer_id, customer_id)
-    merged = _script(r, "link", _LINK_LUA)(
+    merged = script(r, "link", _LINK_LUA)(
         keys=[_channel_key(channel, channel_user_id)],
-        args=[customer_id, trust, channel, channel_user_id, _prefix() + "cust:"],
+        args=[customer_id, trust, channel, channel_user_id, _customer_prefix(), origin],
         client=r,
     )
-    return _s(merged)
+    return text(merged)
+
+
+def trust_of(customer_id: str, channel: Optional[str], redis: Any = None) -> Optional[Identity]:
+    """The customer's channel identity on ``channel`` (the one ``address_for`` names)."""
+    if not channel:
+        return None
+    r = _redis(redis)
+    user_id = address_for(customer_id, channel, r)
+    known = channel_identity(channel, user_id, r) if user_id else None
+    return known if known is not None and known.customer_id == customer_id else None

@@ -8,7 +8,7 @@ replaces the connection::
     lock_store:
       type: threadline.lock_store.RedisUrlLockStore
       url: ${REDIS_URL}        # optional: else REDIS_URL, else the embedded server
-      key_prefix: threadline   # optional, alphanumeric (Rasa's rule)
+      key_prefix: threadline   # optional, alphanumeric (Rasa's rule); default THREADLINE_KEY_PREFIX
       socket_timeout: 10       # optional, seconds
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import redis
 from rasa.core.lock_store import DEFAULT_SOCKET_TIMEOUT_IN_SECONDS, RedisLockStore
 from rasa.utils.endpoints import EndpointConfig
 
-from threadline import redis_client
+from threadline import redis_client, settings
 
 
 class RedisUrlLockStore(RedisLockStore):
@@ -37,7 +37,7 @@ class RedisUrlLockStore(RedisLockStore):
         """Connect to ``url``, the endpoint's ``url``, ``REDIS_URL`` or the embedded server."""
         kwargs = dict(endpoint_config.kwargs) if endpoint_config else {}
         url = url or (endpoint_config.url if endpoint_config else None) or redis_client.redis_url()
-        key_prefix = key_prefix or kwargs.get("key_prefix")
+        key_prefix = key_prefix or kwargs.get("key_prefix") or settings.get().key_prefix
         socket_timeout = float(
             socket_timeout or kwargs.get("socket_timeout") or DEFAULT_SOCKET_TIMEOUT_IN_SECONDS
         )

@@ -33,6 +33,7 @@ import time
 from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Union
 
 from threadline import identity, settings
+from threadline.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +46,12 @@ Loader = Callable[[], Union[Any, Awaitable[Any]]]
 
 def cache_key(customer_id: str) -> str:
     """``{THREADLINE_KEY_PREFIX}:prefetch:{customer id}``."""
-    prefix = settings.env("THREADLINE_KEY_PREFIX", "threadline") or "threadline"
-    return f"{prefix}:prefetch:{customer_id}"
+    return Keys().prefetch(customer_id)
 
 
 def ttl_seconds() -> int:
     """How long a prefetch stays usable (``PREFETCH_TTL_SECONDS``)."""
-    return int(settings.env("PREFETCH_TTL_SECONDS", str(DEFAULT_TTL)))
+    return settings.get().integer("PREFETCH_TTL_SECONDS")
 
 
 def _redis(redis: Any) -> Any:
@@ -121,11 +121,11 @@ def _profile(customer_id: str, redis: Any) -> Dict[str, Any]:
 
 
 def _open_cases(customer_id: str) -> list:
-    from threadline.db import queries
+    from threadline.db import cases
 
     return [
         {"id": case["id"], "reason": case["reason"], "status": case["status"]}
-        for case in queries.handoff_requests(customer_id)
+        for case in cases.handoff_requests(customer_id)
         if case.get("status") != "closed"
     ]
 

@@ -1,6 +1,11 @@
-"""One measured fix to Rasa 3.6's hot path, installed when the rasa server starts.
+"""Threadline's two changes to Rasa 3.6's runtime, installed when the rasa process builds its tracker store.
 
-``RemoteAction._validate_action_result`` checks every action-server response
+1. **The action server's token.** Every custom action call (``RemoteAction``)
+   carries ``X-Threadline-Action-Token``, the shared secret the action server
+   checks (``threadline.action_server``), whether the process is ``rasa run``,
+   ``rasa shell`` or the stack's; endpoints.yml never holds it.
+
+2. **One measured fix to the hot path.** ``RemoteAction._validate_action_result`` checks every action-server response
 with ``jsonschema.validate``, which first re-validates the response *schema*
 against its meta-schema (draft 2020-12, with dynamic references) on every
 call. Profiling a turn with py-spy put that at 47% of the rasa server's CPU.
@@ -25,12 +30,34 @@ def _response_validator() -> Any:
     return cls(schema)
 
 
+ACTION_TOKEN_HEADER = "X-Threadline-Action-Token"
+
+
+def _install_action_token(RemoteAction: Any) -> None:
+    original = RemoteAction.__init__
+    if getattr(original, _INSTALLED, False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self: Any, name: str, action_endpoint: Any) -> None:
+        original(self, name, action_endpoint)
+        if action_endpoint is not None and ACTION_TOKEN_HEADER not in (action_endpoint.headers or {}):
+            from threadline import settings
+
+            action_endpoint.headers = dict(action_endpoint.headers or {})
+            action_endpoint.headers[ACTION_TOKEN_HEADER] = settings.get().secret("action_server_token")
+
+    setattr(__init__, _INSTALLED, True)
+    RemoteAction.__init__ = __init__
+
+
 def install() -> None:
-    """Replace the per-call schema check with a compiled validator (idempotent)."""
+    """Attach the action token and compile the response validator (idempotent)."""
     from jsonschema import ValidationError
     from rasa.core.actions.action import RemoteAction
     from rasa.shared.constants import DOCS_BASE_URL
 
+    _install_action_token(RemoteAction)
     if getattr(RemoteAction._validate_action_result, _INSTALLED, False):
         return
 

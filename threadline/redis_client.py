@@ -7,7 +7,6 @@ stack (rasa server, action server, tests) shares one real Redis with no setup.
 """
 import fcntl
 import logging
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -22,8 +21,8 @@ logger = logging.getLogger(__name__)
 _clients: Dict[str, redis.Redis] = {}
 
 
-def _embedded_paths() -> Dict[str, Path]:
-    base = settings.var_dir() / "redis"
+def _embedded_paths(var_dir: Optional[Path] = None) -> Dict[str, Path]:
+    base = (var_dir or settings.get().var_dir) / "redis"
     base.mkdir(parents=True, exist_ok=True)
     return {
         "dir": base,
@@ -42,9 +41,9 @@ def _ping(url: str) -> bool:
         return False
 
 
-def embedded_url() -> str:
-    """URL of the embedded server for this var/ directory, starting it if needed."""
-    paths = _embedded_paths()
+def embedded_url(var_dir: Optional[Path] = None) -> str:
+    """URL of the embedded server for ``var_dir`` (default: the configured one), starting it if needed."""
+    paths = _embedded_paths(var_dir)
     url = f"unix://{paths['socket']}"
     if _ping(url):
         return url
@@ -84,9 +83,9 @@ def embedded_url() -> str:
     raise RuntimeError(f"Embedded redis-server did not start; see {paths['log']}")
 
 
-def stop_embedded() -> None:
+def stop_embedded(var_dir: Optional[Path] = None) -> None:
     """Shut the embedded server down (data stays in its append-only file)."""
-    paths = _embedded_paths()
+    paths = _embedded_paths(var_dir)
     url = f"unix://{paths['socket']}"
     if _ping(url):
         try:
@@ -94,11 +93,22 @@ def stop_embedded() -> None:
         except redis.ConnectionError:
             pass  # shutdown closes the connection before answering
     _clients.pop(url, None)
+    _known_embedded.pop(paths["dir"].parent, None)
+
+
+_known_embedded: Dict[Path, str] = {}
 
 
 def redis_url() -> str:
-    """``REDIS_URL`` when set, else the embedded server's URL."""
-    return settings.redis_url_from_env() or embedded_url()
+    """``REDIS_URL`` when set, else the embedded server's URL (started once, then remembered)."""
+    configured = settings.get().redis_url
+    if configured:
+        return configured
+    var_dir = settings.get().var_dir
+    url = _known_embedded.get(var_dir)
+    if url is None:
+        url = _known_embedded[var_dir] = embedded_url(var_dir)
+    return url
 
 
 def get_client(url: Optional[str] = None) -> redis.Redis:
@@ -109,10 +119,3 @@ def get_client(url: Optional[str] = None) -> redis.Redis:
         client = redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
         _clients[url] = client
     return client
-
-
-def ensure_env() -> str:
-    """Make sure ``REDIS_URL`` is set for this process and its children."""
-    url = redis_url()
-    os.environ["REDIS_URL"] = url
-    return url

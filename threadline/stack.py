@@ -2,13 +2,21 @@
 
 ``python -m threadline.stack`` is what ``make run`` calls. With no ``REDIS_URL``
 it starts the embedded redis-server; with no ``DATABASE_URL`` it uses SQLite
-under var/. It enables every channel in credentials.yml whose environment
-variables are all set, says which are on, prints how to talk to the bot, and
-stops everything cleanly on Ctrl-C. Tests use the same ``Stack`` class.
+under var/. It initialises the business database (schema, demo data), starts
+the action server (loopback, token-guarded) and the rasa server with
+credentials.yml (a channel without its settings is simply off), says which
+channels are on, prints how to talk to the bot, and stops everything cleanly
+on Ctrl-C or SIGTERM, however often they come. Tests use the same ``Stack``.
+
+The stack never reuses a server it did not start unless it runs the same code
+and configuration (the action server's fingerprint), and says so.
 """
+from __future__ import annotations
+
 import argparse
+import importlib
+import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,27 +28,32 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 
-from threadline import redis_client, settings
+from threadline import redis_client
+from threadline import settings as settings_module
 
-ENV_REF = re.compile(r"\$\{(\w+)\}")
 RASA_BIN = str(Path(sys.executable).parent / "rasa")
 
 
-def active_credentials(path: Path, environ: Dict[str, str]) -> Tuple[dict, List[str], Dict[str, List[str]]]:
-    """The channels of ``path`` whose ``${VAR}`` references are all set.
-
-    Returns (credentials to use, channels on, {channel off: missing variables}).
-    """
-    raw = yaml.safe_load(path.read_text()) or {}
-    enabled, on, off = {}, [], {}
-    for channel, config in raw.items():
-        missing = sorted({v for v in ENV_REF.findall(yaml.safe_dump(config)) if not environ.get(v)})
-        if missing:
-            off[channel] = missing
-        else:
-            enabled[channel] = config
-            on.append(channel)
-    return enabled, on, off
+def channel_status(credentials_path: Path, config: settings_module.Settings) -> Tuple[List[str], Dict[str, List[str]]]:
+    """(channels on, {channel off: settings to set}) for the channels of credentials.yml."""
+    raw = yaml.safe_load(credentials_path.read_text()) or {}
+    on, off = [], {}
+    for path, credentials in raw.items():
+        module, _, name = path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name) if module else None
+        except (ImportError, AttributeError):
+            cls = None
+        env = getattr(cls, "credential_env", None)
+        if not env:
+            on.append(path)
+            continue
+        defaults = getattr(cls, "credential_defaults", {})
+        credentials = credentials or {}
+        missing = [var for key, var in env.items()
+                   if key not in defaults and not credentials.get(key) and not config.get_raw(var)]
+        (off.__setitem__(path, missing) if missing else on.append(path))
+    return on, off
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
@@ -59,23 +72,36 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> N
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s; see {log}")
 
 
+def _get_json(url: str) -> Optional[dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return json.loads(reply.read() or b"{}") if reply.status == 200 else None
+    except (urllib.error.URLError, ConnectionError, OSError, ValueError):
+        return None
+
+
 class Stack:
-    """The action server and rasa server as child processes, with their config."""
+    """The action server and rasa server as child processes, with their configuration."""
 
     def __init__(
         self,
         model: str = "models/threadline.tar.gz",
-        rasa_port: int = 5005,
-        action_port: int = 5055,
+        rasa_port: Optional[int] = None,
+        action_port: Optional[int] = None,
         env: Optional[Dict[str, str]] = None,
         credentials: str = "credentials.yml",
         endpoints: str = "endpoints.yml",
     ) -> None:
-        self.root = settings.PROJECT_ROOT
+        self.root = settings_module.PROJECT_ROOT
         self.model = str(self.root / model)
-        self.rasa_port = rasa_port
-        self.action_port = action_port
-        self.env = {**settings.DEFAULTS, **os.environ, **(env or {})}
+        environ = {**os.environ, **(env or {})}
+        base = settings_module.Settings(environ)
+        self.rasa_port = rasa_port or base.integer("RASA_PORT")
+        self.action_port = action_port or base.integer("ACTION_PORT")
+        environ.update(RASA_PORT=str(self.rasa_port), ACTION_PORT=str(self.action_port))
+        environ.setdefault("ACTION_SERVER_URL", f"http://127.0.0.1:{self.action_port}/webhook")
+        self.env = environ
+        self.settings = settings_module.Settings(environ)
         self.credentials_path = self.root / credentials
         self.endpoints_path = self.root / endpoints
         self.processes: List[subprocess.Popen] = []
@@ -83,39 +109,34 @@ class Stack:
         self.channels_off: Dict[str, List[str]] = {}
         self.started_redis = False
         self.reused_actions = False
+        self.log_dir = self.settings.var_dir / "run"
 
     @property
     def rasa_url(self) -> str:
+        """Where the rasa server answers."""
         return f"http://127.0.0.1:{self.rasa_port}"
 
     @property
     def action_url(self) -> str:
+        """Where the action server answers."""
         return f"http://127.0.0.1:{self.action_port}"
 
-    def _prepare(self) -> Tuple[Path, Path]:
-        saved = dict(os.environ)
-        os.environ.update(self.env)
-        try:
-            if not settings.redis_url_from_env():
-                self.started_redis = True
-            self.env["REDIS_URL"] = redis_client.redis_url()
-            from threadline.db import ensure_ready
-
-            ensure_ready()
-            run_dir = settings.var_dir() / "run"
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        creds, self.channels_on, self.channels_off = active_credentials(self.credentials_path, self.env)
-        credentials = run_dir / f"credentials-{self.rasa_port}.yml"
-        credentials.write_text(yaml.safe_dump(creds, sort_keys=False))
+    def _prepare(self) -> Path:
+        """Redis, the business database, the generated endpoints file; returns its path."""
+        if not self.settings.redis_url:
+            self.started_redis = True
+            self.env["REDIS_URL"] = redis_client.embedded_url(self.settings.var_dir)
+            self.settings = settings_module.Settings(self.env)
+        self.settings.secret("id_pepper")  # generate var/secret.key once, before the children race for it
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "threadline.db", "init", "--demo"], cwd=self.root, env=self.env,
+                       check=True, stdout=subprocess.DEVNULL)
+        self.channels_on, self.channels_off = channel_status(self.credentials_path, self.settings)
         endpoints_config = yaml.safe_load(self.endpoints_path.read_text())
-        endpoints_config["action_endpoint"]["url"] = f"{self.action_url}/webhook"
-        endpoints = run_dir / f"endpoints-{self.rasa_port}.yml"
+        endpoints_config["action_endpoint"]["url"] = self.settings.action_server_url
+        endpoints = self.log_dir / f"endpoints-{self.rasa_port}.yml"
         endpoints.write_text(yaml.safe_dump(endpoints_config, sort_keys=False))
-        self.log_dir = run_dir
-        return credentials, endpoints
+        return endpoints
 
     def _spawn(self, args: List[str], log_name: str) -> Tuple[subprocess.Popen, Path]:
         log = self.log_dir / log_name
@@ -127,63 +148,84 @@ class Stack:
         self.processes.append(proc)
         return proc, log
 
-    def start_actions(self, endpoints: Path) -> None:
-        """Start the action server and wait until it answers (reuse one already running)."""
-        try:
-            with urllib.request.urlopen(f"{self.action_url}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    self.reused_actions = True
-                    return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
+    def start_actions(self) -> None:
+        """Start the action server and wait until it answers.
+
+        One already listening on the port is reused only if it runs this very
+        code and configuration; otherwise the start fails saying why.
+        """
+        running = _get_json(f"{self.action_url}/threadline")
+        if running is not None or _get_json(f"{self.action_url}/health") is not None:
+            from threadline.action_server import fingerprint
+
+            if running and running.get("fingerprint") == fingerprint(self.settings, self.root):
+                self.reused_actions = True
+                print(f"Reusing the action server already running on port {self.action_port} "
+                      "(same code and configuration).", flush=True)
+                return
+            raise RuntimeError(
+                f"Port {self.action_port} has an action server that runs other code or configuration. "
+                f"Stop it, or set ACTION_PORT to a free port."
+            )
         proc, log = self._spawn(
-            [RASA_BIN, "run", "actions", "--actions", "actions", "--port", str(self.action_port)],
+            [sys.executable, "-m", "threadline.action_server", "--port", str(self.action_port)],
             f"actions-{self.action_port}.log",
         )
         _wait_http(f"{self.action_url}/health", 120, proc, log)
 
+    def rasa_args(self, endpoints: Path) -> List[str]:
+        """The ``rasa run`` command line: the HTTP API only with a token, CORS only from the allowlist."""
+        args = [
+            RASA_BIN, "run", "--interface", self.settings.get("THREADLINE_HOST"),
+            "--port", str(self.rasa_port), "--model", self.model,
+            "--credentials", str(self.credentials_path), "--endpoints", str(endpoints),
+        ]
+        token = self.settings.get_raw("RASA_AUTH_TOKEN")
+        if token:
+            args += ["--enable-api", "--auth-token", token]
+            if self.settings.get_raw("RASA_JWT_SECRET"):
+                args += ["--jwt-secret", self.settings.get_raw("RASA_JWT_SECRET")]
+        origins = self.settings.cors_origins
+        if origins:
+            args += ["--cors", *origins]
+        return args
+
     def start(self, with_rasa: bool = True) -> "Stack":
         """Start everything; raises with the failing server's log if one dies."""
-        credentials, endpoints = self._prepare()
+        endpoints = self._prepare()
         self.endpoints_file = endpoints
         try:
-            self.start_actions(endpoints)
+            self.start_actions()
             if with_rasa:
-                proc, log = self._spawn(
-                    [
-                        RASA_BIN, "run", "--enable-api", "--cors", "*",
-                        "--port", str(self.rasa_port), "--model", self.model,
-                        "--credentials", str(credentials), "--endpoints", str(endpoints),
-                    ],
-                    f"rasa-{self.rasa_port}.log",
-                )
-                _wait_http(f"{self.rasa_url}/status", 240, proc, log)
+                proc, log = self._spawn(self.rasa_args(endpoints), f"rasa-{self.rasa_port}.log")
+                _wait_http(f"{self.rasa_url}/webhooks/webchat/", 240, proc, log)
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Stop the servers (and the embedded Redis this stack started)."""
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(self.processes):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self.processes.clear()
-        if self.started_redis:
-            saved = dict(os.environ)
-            os.environ.update({k: v for k, v in self.env.items() if k != "REDIS_URL"})
-            os.environ.pop("REDIS_URL", None)
-            try:
-                redis_client.stop_embedded()
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+        """Stop the servers (and the embedded Redis this stack started); safe to call again."""
+        with _signals_deferred():
+            for proc in reversed(self.processes):
+                if proc.poll() is None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            for proc in reversed(self.processes):
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    proc.wait()
+            self.processes.clear()
+            if self.started_redis:
+                redis_client.stop_embedded(self.settings.var_dir)
+                self.started_redis = False
 
     def __enter__(self) -> "Stack":
         return self.start()
@@ -192,14 +234,31 @@ class Stack:
         self.stop()
 
 
+class _signals_deferred:
+    """Hold SIGINT/SIGTERM while stopping, so a second Ctrl-C cannot leave a server running."""
+
+    def __enter__(self) -> None:
+        self._saved = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, signal.SIG_IGN)
+        except ValueError:  # not the main thread: nothing to defer
+            self._saved = {}
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+
 def _banner(stack: Stack) -> str:
+    api = "HTTP API on (token)" if stack.settings.get_raw("RASA_AUTH_TOKEN") else "HTTP API off"
     lines = [
         "",
         "Threadline is running.",
-        f"  rasa server    {stack.rasa_url}   (REST, HTTP API)",
-        f"  action server  {stack.action_url}",
-        f"  redis          {'embedded, var/redis/' if stack.started_redis else stack.env['REDIS_URL']}",
-        f"  database       {'SQLite, var/threadline.db' if not stack.env.get('DATABASE_URL') else 'DATABASE_URL'}",
+        f"  rasa server    {stack.rasa_url}   ({api})",
+        f"  action server  {stack.action_url}   (answers the rasa server only)",
+        f"  redis          {'embedded, var/redis/' if stack.started_redis else 'REDIS_URL'}",
+        f"  database       {'SQLite, var/threadline.db' if not stack.settings.get_raw('DATABASE_URL') else 'DATABASE_URL'}",
         "  channels on:   " + ", ".join(stack.channels_on),
     ]
     for channel, missing in stack.channels_off.items():
@@ -207,27 +266,29 @@ def _banner(stack: Stack) -> str:
     lines += [
         "",
         "Talk to it:",
-        f"  curl -s {stack.rasa_url}/webhooks/rest/webhook -H 'Content-Type: application/json' "
-        "-d '{\"sender\": \"me\", \"message\": \"where is my order 482913\"}'",
+        f"  web chat: open {stack.rasa_url}/webhooks/webchat/",
+        f"  or: SENDER=$(curl -s -X POST {stack.rasa_url}/webhooks/webchat/session | python3 -c "
+        "'import json,sys; print(json.load(sys.stdin)[\"sender\"])')",
+        f"      curl -s {stack.rasa_url}/webhooks/webchat/webhook -H 'Content-Type: application/json' "
+        "-d \"{\\\"sender\\\": \\\"$SENDER\\\", \\\"message\\\": \\\"where is my order 482913\\\"}\"",
+        "",
+        "Ctrl-C stops everything.",
+        "",
     ]
-    if any(c.endswith("WebchatInput") for c in stack.channels_on):
-        lines.append(f"  web chat: open {stack.rasa_url}/webhooks/webchat/")
-    lines += ["", "Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``make run`` and ``make shell``."""
+    config = settings_module.get()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shell", action="store_true", help="open rasa shell instead of the server")
-    parser.add_argument("--rasa-port", type=int, default=int(settings.env("RASA_PORT", "5005")))
-    parser.add_argument("--action-port", type=int, default=int(settings.env("ACTION_PORT", "5055")))
+    parser.add_argument("--rasa-port", type=int, default=config.integer("RASA_PORT"))
+    parser.add_argument("--action-port", type=int, default=config.integer("ACTION_PORT"))
     args = parser.parse_args(argv)
     stack = Stack(rasa_port=args.rasa_port, action_port=args.action_port)
-    stopping = []
 
     def _stop(signum, frame):
-        stopping.append(signum)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
@@ -247,6 +308,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\nStopping Threadline...", flush=True)
         return 0
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     finally:
         stack.stop()
 

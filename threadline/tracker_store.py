@@ -40,10 +40,13 @@ from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import SerializedTrackerAsText, TrackerStore
 from rasa.shared.core.constants import ACTION_SESSION_START_NAME
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import ActionExecuted, Event, SlotSet
+from rasa.shared.core.events import ActionExecuted, Event, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from threadline import rasa_patches, redis_client
+from threadline.conversation_merge import carried_state
+from threadline import settings as settings_module
+from threadline.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -53,22 +56,27 @@ MERGED_FROM_SLOT = "identity_merged_from"
 _STORED = "_threadline_stored"
 
 # KEYS: events, session offsets, digests.
-# ARGV: ttl seconds (0: none), then per event: digest, json, "1" if it starts a
-# session. An empty json means "read from this conversation, so stored": if
-# one such digest is missing (conversation deleted or merged meanwhile),
-# nothing is written and -1 returned, and the caller sends the full events.
+# ARGV: ttl seconds (0: none), dedupe ttl seconds, then per event: digest,
+# json, "1" if it starts a session, and the dedupe key of the platform message
+# it records ("" if none). An empty json means "read from this conversation,
+# so stored": if one such digest is missing (conversation deleted or merged
+# meanwhile), nothing is written and -1 returned, and the caller sends the
+# full events. A customer message's dedupe key is marked done in the same
+# script, so a redelivery after this save is a duplicate and one before it is
+# processed: exactly once.
 _SAVE_LUA = """
 local ev, ss, dg = KEYS[1], KEYS[2], KEYS[3]
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   if ARGV[i + 1] == '' and redis.call('SISMEMBER', dg, ARGV[i]) == 0 then return -1 end
 end
 if redis.call('EXISTS', ss) == 0 then redis.call('RPUSH', ss, 0) end
 local n = redis.call('LLEN', ev)
 local added = 0
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   if ARGV[i + 1] ~= '' and redis.call('SADD', dg, ARGV[i]) == 1 then
     redis.call('RPUSH', ev, ARGV[i + 1])
     if ARGV[i + 2] == '1' and n > 0 then redis.call('RPUSH', ss, n) end
+    if ARGV[i + 3] ~= '' then redis.call('SET', ARGV[i + 3], 'done', 'EX', ARGV[2]) end
     n = n + 1
     added = added + 1
   end
@@ -159,7 +167,7 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
         password: Optional[Text] = None,
         event_broker: Optional[EventBroker] = None,
         record_exp: Optional[float] = None,
-        key_prefix: Optional[Text] = "threadline",
+        key_prefix: Optional[Text] = None,
         use_ssl: bool = False,
         redis: Optional[redis_lib.Redis] = None,
         **kwargs: Any,
@@ -173,13 +181,20 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
             _url_from(host, port, db, username, password, use_ssl)
         )
         self.record_exp = int(record_exp) if record_exp else 0
-        self.key_prefix = f"{key_prefix or 'threadline'}:tracker:"
+        self.names = Keys(key_prefix)
+        self.key_prefix = self.names.tracker_prefix()
+        self.dedupe_ttl = settings_module.get().integer("DEDUPE_TTL_SECONDS")
         self._save_script = self.red.register_script(_SAVE_LUA)
         self._retrieve_script = self.red.register_script(_RETRIEVE_LUA)
 
     def _keys(self, sender_id: Text) -> List[str]:
-        base = self.key_prefix
-        return [f"{base}ev:{sender_id}", f"{base}ss:{sender_id}", f"{base}dg:{sender_id}"]
+        return [self.names.tracker(kind, sender_id) for kind in ("ev", "ss", "dg")]
+
+    def _dedupe_key(self, event: Event) -> str:
+        if not isinstance(event, UserUttered) or not event.message_id:
+            return ""
+        channel = (event.metadata or {}).get("channel") or event.input_channel
+        return self.names.dedupe(channel, event.message_id) if channel else ""
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         """Append the tracker's events that are not stored yet."""
@@ -195,20 +210,20 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
         return added
 
     def _save_args(self, tracker: DialogueStateTracker, trust_cache: bool) -> List[Any]:
-        args: List[Any] = [self.record_exp]
+        args: List[Any] = [self.record_exp, self.dedupe_ttl]
         origin = self.key_prefix + tracker.sender_id
         for event in tracker.events:
             stored = event.__dict__.get(_STORED)
             if stored is not None and trust_cache and stored[0] == origin:
                 # Read from this very conversation: its digest is enough.
-                args.extend((stored[1], "", "0"))
+                args.extend((stored[1], "", "0", ""))
                 continue
             if stored is not None:
                 digest, text = stored[1], stored[2]
             else:
                 text = _canonical(event).encode()
                 digest = _digest(text)
-            args.extend((digest, text, "1" if _is_session_start(event) else "0"))
+            args.extend((digest, text, "1" if _is_session_start(event) else "0", self._dedupe_key(event)))
         return args
 
     async def retrieve(self, sender_id: Text) -> Optional[DialogueStateTracker]:
@@ -264,7 +279,8 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
 
         The events of both are kept in timestamp order (ties keep their
         order, ``into_id``'s first), session offsets are recomputed, and a
-        ``SlotSet("identity_merged_from", from_id)`` is appended. Runs as a
+        ``SlotSet("identity_merged_from", from_id)`` is appended, then the
+        state both sides had (``threadline.conversation_merge``). Runs as a
         WATCH/MULTI transaction, retried if another writer touches either
         conversation meanwhile. Returns False if ``from_id`` has no
         conversation (nothing to merge).
@@ -279,9 +295,13 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
                     if not pipe.exists(from_keys[1]):
                         pipe.unwatch()
                         return False
-                    stored = pipe.lrange(into_keys[0], 0, -1) + pipe.lrange(from_keys[0], 0, -1)
+                    into_raw, from_raw = pipe.lrange(into_keys[0], 0, -1), pipe.lrange(from_keys[0], 0, -1)
                     ttl = max(pipe.ttl(into_keys[0]), pipe.ttl(from_keys[0]), self.record_exp)
-                    merged = self._merged_log(stored, from_id)
+                    merged = self._merged_log(into_raw + from_raw, from_id)
+                    slots = self.domain.slots if self.domain else []
+                    for event in carried_state(self._events(into_raw), self._events(from_raw), slots):
+                        text = _canonical(event).encode()
+                        merged.append((_digest(text), text, False))
                     pipe.multi()
                     pipe.delete(*from_keys, *into_keys)
                     pipe.rpush(into_keys[0], *[text for _, text, _ in merged])
@@ -294,6 +314,11 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
                     return True
                 except redis_lib.WatchError:
                     continue
+
+    @staticmethod
+    def _events(stored: List[bytes]) -> List[Event]:
+        found = (_event_from_dict(json.loads(text)) for text in stored)
+        return [event for event in found if event is not None]
 
     @staticmethod
     def _merged_log(stored: List[bytes], from_id: Text) -> List[tuple]:

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from connectors.outbound import redis_key
 from connectors.voice.speech import HUMAN_KEY, HUMAN_PAYLOAD, WORDS_PER_SECOND, Choice, normalise_title
 from threadline import identity
+from threadline.keys import Keys
 
 CALL_TTL = 6 * 3600
 CHOICES_TTL = 3600
@@ -60,7 +60,7 @@ class CallState:
     @staticmethod
     def key(channel: str, call_id: str) -> str:
         """``{p}:voice:call:{channel}:{call id}``."""
-        return redis_key("voice", "call", channel, call_id)
+        return Keys().voice_call(channel, call_id)
 
     @classmethod
     def load(cls, redis: Any, channel: str, call_id: str) -> "CallState":
@@ -112,7 +112,7 @@ class CallState:
 
 def choices_key(channel: str, call_id: str) -> str:
     """``{p}:voice:choices:{channel}:{call id}``."""
-    return redis_key("voice", "choices", channel, call_id)
+    return Keys().voice_choices(channel, call_id)
 
 
 def store_choices(redis: Any, channel: str, call_id: str, choices: List[Choice], ttl: int = CHOICES_TTL) -> None:
@@ -150,7 +150,7 @@ def chosen_payload(redis: Any, channel: str, call_id: str, digits: Optional[str]
 
 def events_key() -> str:
     """The call-quality event stream: ``threadline:voice:events``."""
-    return redis_key("voice", "events")
+    return Keys().voice_events()
 
 
 def record_event(

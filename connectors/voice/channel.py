@@ -15,7 +15,17 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.base import KIND_BUTTON, KIND_TEXT, Envelope, Outcome, ThreadlineInput, ThreadlineOutput, run_sync
+from connectors.base import (
+    KIND_BUTTON,
+    KIND_TEXT,
+    Delivery,
+    Envelope,
+    Inbound,
+    Outcome,
+    ThreadlineInput,
+    ThreadlineOutput,
+    run_sync,
+)
 from connectors.voice.calls import (
     BARGE_IN,
     CALL_COMPLETED,
@@ -36,7 +46,9 @@ from connectors.voice.calls import (
     store_choices,
 )
 from connectors.voice.speech import HUMAN_KEY, Choice, Prompt, build_prompt, sent_elsewhere_ssml, spoken_preview
-from threadline import identity, prefetch, settings
+from threadline import identity, prefetch
+from threadline.message import HandoffSignal
+from threadline.settings import VARIABLES
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +111,19 @@ class VoiceOutput(ThreadlineOutput):
     async def send_custom_json(self, recipient_id: str, json_message: Dict[str, Any], **kwargs: Any) -> None:
         """A custom payload is spoken if it carries ``text``; a handoff one may transfer the call."""
         if isinstance(json_message, dict) and (
-            isinstance(json_message.get("text"), str) or isinstance(json_message.get("handoff"), dict)
+            isinstance(json_message.get("text"), str) or HandoffSignal.from_custom(json_message) is not None
         ):
             self.messages.append({"custom": json_message})
+
+
+class VoiceDelivery(Delivery):
+    """One voice webhook: the platform's request in neutral terms and the call's state."""
+
+    def __init__(self, inbound: Inbound, envelopes: List[Envelope], voice: VoiceRequest) -> None:
+        super().__init__(inbound, envelopes)
+        self.voice = voice
+        self.state: Optional[CallState] = None
+        self.output: Optional[VoiceOutput] = None
 
 
 class VoiceInput(ThreadlineInput):
@@ -122,15 +144,15 @@ class VoiceInput(ThreadlineInput):
         super().__init__(config, **kwargs)
         self.prefetcher = prefetch.Prefetcher()
         self._deliveries: set = set()
-        self.low_confidence = float(settings.env("VOICE_LOW_CONFIDENCE", str(DEFAULT_LOW_CONFIDENCE)))
+        self.low_confidence = self.settings.number("VOICE_LOW_CONFIDENCE")
 
     # ------------------------------------------------------------ subclass hooks
 
-    def voice_request(self, request: Request, payload: Any) -> VoiceRequest:
+    def voice_request(self, inbound: Inbound, payload: Any) -> VoiceRequest:
         """The platform's fields as a ``VoiceRequest``; raise ``BadPayload`` if unusable."""
         raise NotImplementedError
 
-    def render(self, request: Request, prompt: Prompt, action_url: str) -> str:
+    def render(self, inbound: Inbound, prompt: Prompt, action_url: str) -> str:
         """The response body that speaks ``prompt`` and listens at ``action_url``."""
         raise NotImplementedError
 
@@ -147,29 +169,26 @@ class VoiceInput(ThreadlineInput):
         for route, event in (("gather", EVENT_INPUT), ("status", EVENT_STATUS)):
 
             async def receive(request: Request, _event: str = event) -> HTTPResponse:
-                request.ctx.voice_route = _event
-                return await self.handle_request(request, on_new_message)
+                return await self.handle_request(request, on_new_message, route=_event)
 
             blueprint.add_route(receive, f"/{route}", methods=["POST"], stream=True, name=route)
 
-    def public_base(self, request: Request) -> str:
+    def public_base(self, inbound: Inbound) -> str:
         """Where the platform reaches us: ``public_base_url`` if set, else this request's host."""
         configured = (self.config.get("public_base_url") or "").rstrip("/")
-        return configured or f"{request.scheme}://{request.host}"
+        return configured or f"{inbound.scheme}://{inbound.host}"
 
-    def action_url(self, request: Request, turn: int) -> str:
+    def action_url(self, inbound: Inbound, turn: int) -> str:
         """The absolute URL of the next turn's input webhook."""
-        return f"{self.public_base(request)}/webhooks/{self.name()}/gather?turn={turn}"
+        return f"{self.public_base(inbound)}/webhooks/{self.name()}/gather?turn={turn}"
 
     # ------------------------------------------------------------------ pipeline
 
-    def parse(self, request: Request, payload: Any) -> List[Envelope]:
+    def parse(self, inbound: Inbound, payload: Any) -> VoiceDelivery:
         """One envelope per call start or caller input; none for silence and status."""
-        voice = self.voice_request(request, payload)
-        request.ctx.voice = voice
+        voice = self.voice_request(inbound, payload)
         if voice.event == EVENT_STATUS or (voice.event == EVENT_INPUT and not voice.has_input):
-            request.ctx.voice_envelopes = []
-            return []
+            return VoiceDelivery(inbound, [], voice)
         user_id, phone = caller_identity(voice.caller, voice.call_id)
         extra: Dict[str, Any] = {"call_sid": voice.call_id, "channel_label": self.channel_label}
         if voice.event == EVENT_CALL:
@@ -189,15 +208,14 @@ class VoiceInput(ThreadlineInput):
                 channel=self.name(), channel_user_id=user_id, message_id=f"{voice.call_id}:{turn}",
                 kind=KIND_TEXT, text=text, phone=phone, extra=extra,
             )
-        request.ctx.voice_envelopes = [envelope]
-        return [envelope]
+        return VoiceDelivery(inbound, [envelope], voice)
 
-    def record_events(self, request: Request, payload: Any) -> None:
+    def record_events(self, delivery: VoiceDelivery) -> None:
         """Load the call's state; record status, silence, confidence and barge-in (blocking)."""
-        voice: VoiceRequest = request.ctx.voice
+        voice = delivery.voice
         redis = self.redis_client()
         state = CallState.load(redis, self.name(), voice.call_id)
-        request.ctx.call_state = state
+        delivery.state = state
         emit = functools.partial(
             record_event, redis, channel=self.name(), call_id=voice.call_id, customer_id=state.customer_id
         )
@@ -212,7 +230,7 @@ class VoiceInput(ThreadlineInput):
             emit(NO_INPUT, count=state.no_input, turn=voice.turn, reason=voice.reason)
             return
         state.no_input = 0
-        envelope = request.ctx.voice_envelopes[0]
+        envelope = delivery.envelopes[0]
         if voice.speech and voice.confidence is not None and voice.confidence < self.low_confidence:
             envelope.extra["low_confidence"] = True
             emit(LOW_CONFIDENCE, confidence=voice.confidence, turn=voice.turn)
@@ -239,24 +257,24 @@ class VoiceInput(ThreadlineInput):
             emit(CALL_FAILED, status=status)
 
     async def handle_envelope(
-        self, request: Request, envelope: Envelope, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+        self, delivery: VoiceDelivery, envelope: Envelope, on_new_message: Callable[[UserMessage], Awaitable[Any]]
     ) -> Outcome:
         """At a call start, begin the customer lookups as soon as the caller is identified."""
-        voice: VoiceRequest = request.ctx.voice
+        voice = delivery.voice
         if voice.event != EVENT_CALL:
-            return await super().handle_envelope(request, envelope, on_new_message)
+            return await super().handle_envelope(delivery, envelope, on_new_message)
 
         async def forward(message: UserMessage) -> Any:
-            self.start_prefetch(request, voice.call_id, message.sender_id)
+            self.start_prefetch(delivery.inbound, voice.call_id, message.sender_id)
             return await on_new_message(message)
 
-        return await super().handle_envelope(request, envelope, forward)
+        return await super().handle_envelope(delivery, envelope, forward)
 
-    def start_prefetch(self, request: Request, call_id: str, customer_id: str) -> None:
+    def start_prefetch(self, inbound: Inbound, call_id: str, customer_id: str) -> None:
         """Prefetch profile, open cases and conversation (off with ``VOICE_PREFETCH=false``)."""
-        if (settings.env("VOICE_PREFETCH", "true") or "").lower() in ("0", "false", "no", "off"):
+        if not self.settings.flag("VOICE_PREFETCH"):
             return
-        agent = getattr(request.app.ctx, "agent", None)
+        agent = inbound.agent
         loaders = prefetch.default_loaders(customer_id, getattr(agent, "tracker_store", None))
         self.prefetcher.start(f"{self.name()}:{call_id}", customer_id, loaders, redis=self._redis)
 
@@ -277,66 +295,57 @@ class VoiceInput(ThreadlineInput):
         """A collector (see ``VoiceOutput``)."""
         return self.output_class(self.config, self.sender, redis=self._redis)
 
-    def output_channel_for(self, request: Request, envelope: Envelope) -> VoiceOutput:
+    def output_channel_for(self, delivery: VoiceDelivery, envelope: Envelope) -> VoiceOutput:
         """A fresh collector per webhook; its messages are rendered into the response."""
-        request.ctx.voice_output = self.get_output_channel()
-        return request.ctx.voice_output
-
-    def build_response(self, request: Request, outcomes: List[Outcome]) -> HTTPResponse:
-        """Deferred: ``handle_request`` renders once the call state is at hand."""
-        request.ctx.voice_outcomes = outcomes
-        return response.empty()
+        delivery.output = self.get_output_channel()
+        return delivery.output
 
     # ---------------------------------------------------------------- responding
 
-    async def handle_request(
-        self, request: Request, on_new_message: Callable[[UserMessage], Awaitable[Any]]
-    ) -> HTTPResponse:
-        """The base pipeline, then the voice document for the platform.
+    async def receive(self, inbound: Inbound, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> HTTPResponse:
+        """The base pipeline; a failure after verification still answers the caller politely.
 
-        A failure after verification still answers the caller politely (and
-        hangs up) rather than leaving the platform with an error page.
+        The caller hears an apology and the call ends, rather than the platform
+        playing its own error message.
         """
-        request.ctx.voice_outcomes = None
-        result = await super().handle_request(request, on_new_message)
-        outcomes = request.ctx.voice_outcomes
-        voice = getattr(request.ctx, "voice", None)
+        result = await super().receive(inbound, on_new_message)
+        if result.status >= 500 and inbound.route != EVENT_STATUS:
+            return self._document(self.render(inbound, Prompt([escape(UNAVAILABLE)], hangup=True), ""))
+        return result
+
+    async def build_response(self, delivery: VoiceDelivery) -> HTTPResponse:
+        """The voice document for the platform (rendered once the call state is at hand)."""
         try:
-            if outcomes is not None:
-                return await self.respond(request, outcomes)
+            return await self.respond(delivery)
         except Exception:
-            logger.exception("%s: could not answer call %s", self.name(), getattr(voice, "call_id", "?"))
-        else:
-            if result.status < 500 or voice is None or voice.event == EVENT_STATUS:
-                return result
-        return self._document(self.render(request, Prompt([escape(UNAVAILABLE)], hangup=True), ""))
+            logger.exception("%s: could not answer call %s", self.name(), delivery.voice.call_id)
+            return self._document(self.render(delivery.inbound, Prompt([escape(UNAVAILABLE)], hangup=True), ""))
 
     def _document(self, body: str) -> HTTPResponse:
         return response.text(body, content_type=self.content_type)
 
-    async def respond(self, request: Request, outcomes: List[Outcome]) -> HTTPResponse:
+    async def respond(self, delivery: VoiceDelivery) -> HTTPResponse:
         """Render the next prompt for the call and remember it."""
-        voice: VoiceRequest = request.ctx.voice
-        state: CallState = request.ctx.call_state
+        voice, state, outcomes = delivery.voice, delivery.state, delivery.outcomes
         if voice.event == EVENT_STATUS:
             if voice.status and voice.status.lower() in self.terminal_statuses:
                 self.prefetcher.cancel(f"{self.name()}:{voice.call_id}")
             return self._document(self.status_body())
         outcome = outcomes[0] if outcomes else None
-        if outcome is not None and outcome.status == "duplicate" and state.last_body:
+        if outcome is not None and outcome.status in ("duplicate", "in_progress") and state.last_body:
             return self._document(state.last_body)
         if outcome is not None and outcome.customer_id:
             state.customer_id = outcome.customer_id
         if outcome is None:
             prompt = self._after_silence(state)
-        elif outcome.status == "failed":
+        elif outcome.status in ("failed", "limited", "in_progress", "duplicate"):
             prompt = Prompt([escape(TROUBLE)])
         else:
-            output: Optional[VoiceOutput] = getattr(request.ctx, "voice_output", None)
+            output = delivery.output
             prompt = build_prompt(output.messages if output else [])
-            await self._offer_elsewhere(request, state, prompt)
-            self._route_transfer(request, state, prompt)
-        body = await run_sync(self._commit, request, state, prompt)
+            await self._offer_elsewhere(delivery.inbound, state, prompt)
+            self._route_transfer(state, prompt)
+        body = await run_sync(self._commit, delivery.inbound, state, prompt)
         return self._document(body)
 
     def transfer_target(self) -> Optional[str]:
@@ -346,9 +355,10 @@ class VoiceInput(ThreadlineInput):
         ``VOICE_TRANSFER_TO``; with neither, the call stays with the bot and the
         case waits in the desk's queue.
         """
-        return settings.env(f"{self.name().upper()}_TRANSFER_TO") or settings.env("VOICE_TRANSFER_TO")
+        own = f"{self.name().upper()}_TRANSFER_TO"
+        return (self.settings.get_raw(own) if own in VARIABLES else None) or self.settings.get_raw("VOICE_TRANSFER_TO")
 
-    def _route_transfer(self, request: Request, state: CallState, prompt: Prompt) -> None:
+    def _route_transfer(self, state: CallState, prompt: Prompt) -> None:
         if not prompt.transfer:
             return
         target = self.transfer_target()
@@ -366,13 +376,13 @@ class VoiceInput(ThreadlineInput):
         choices = [Choice(**c) for c in state.choices]
         return Prompt([escape(NOT_CAUGHT)] + state.parts, choices=choices)
 
-    def _commit(self, request: Request, state: CallState, prompt: Prompt) -> str:
+    def _commit(self, inbound: Inbound, state: CallState, prompt: Prompt) -> str:
         """Render, then store turn, prompt, timing and choices (blocking)."""
         if prompt.choices and not state.human_hint_given and not any(c.key == HUMAN_KEY for c in prompt.choices):
             prompt.parts.append(escape(HUMAN_HINT))
             state.human_hint_given = True
         state.turn += 1
-        body = self.render(request, prompt, self.action_url(request, state.turn))
+        body = self.render(inbound, prompt, self.action_url(inbound, state.turn))
         redis = self.redis_client()
         state.prompt_at = time.time()
         state.prompt_seconds = prompt.seconds
@@ -388,11 +398,11 @@ class VoiceInput(ThreadlineInput):
 
     # ---------------------------------------------- links and images, sent elsewhere
 
-    async def _offer_elsewhere(self, request: Request, state: CallState, prompt: Prompt) -> None:
+    async def _offer_elsewhere(self, inbound: Inbound, state: CallState, prompt: Prompt) -> None:
         """Send links/images to the customer's messaging channel and say so; else omit them."""
         if not (prompt.links or prompt.images) or not state.customer_id:
             return
-        found = await run_sync(self._messaging_channel, request, state.customer_id)
+        found = await run_sync(self._messaging_channel, inbound, state.customer_id)
         if found is None:
             logger.info("%s: links left out of the call (no messaging channel)", self.name())
             return
@@ -402,7 +412,7 @@ class VoiceInput(ThreadlineInput):
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
-    def _messaging_channel(self, request: Request, customer_id: str) -> Optional[Tuple[str, Any]]:
+    def _messaging_channel(self, inbound: Inbound, customer_id: str) -> Optional[Tuple[str, Any]]:
         profile = prefetch.get_cached(customer_id, "profile", self._redis)
         if profile is None:
             redis = self.redis_client()
@@ -410,7 +420,7 @@ class VoiceInput(ThreadlineInput):
                        "last_channel": identity.last_channel(customer_id, redis)}
         channels = [c for c in profile.get("channels") or [] if c in MESSAGING_LABELS]
         channels.sort(key=lambda c: (c != profile.get("last_channel"), list(MESSAGING_LABELS).index(c)))
-        configured = {c.name(): c for c in getattr(request.app.ctx, "input_channels", None) or []}
+        configured = {c.name(): c for c in getattr(getattr(inbound.app, "ctx", None), "input_channels", None) or []}
         for name in channels:
             if name in configured:
                 return name, configured[name].get_output_channel()

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from xml.sax.saxutils import escape
 
 from connectors import markup
+from threadline.message import HandoffSignal
 
 HUMAN_PAYLOAD = "/request_human"
 HUMAN_KEY = "0"
@@ -274,8 +275,8 @@ def build_prompt(messages: List[Dict[str, Any]]) -> Prompt:
             prompt.links.append(str(message["attachment"]))
         if message.get("utter_action") in HANGUP_RESPONSES:
             prompt.hangup = True
-        handoff = custom.get("handoff") if isinstance(custom, dict) else None
-        if isinstance(handoff, dict) and handoff.get("transfer"):
+        handoff = HandoffSignal.from_custom(custom)
+        if handoff is not None and handoff.transfer:
             prompt.transfer = True
     return prompt
 

@@ -1,7 +1,35 @@
-"""Building rasa-sdk trackers for action tests."""
+"""Building rasa-sdk trackers for action tests.
+
+``metadata`` given to ``make_tracker`` is signed like the connector pipeline
+signs it (its reserved keys become a ``TurnMetadata``), unless ``signed=False``:
+then it is what a client might try to send.
+"""
+from dataclasses import fields
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Tracker
+
+from threadline import settings
+from threadline.message import RESERVED_KEYS, LinkOutcome, Origin, Trust, TurnMetadata
+
+_FIELDS = {f.name for f in fields(TurnMetadata)} - {"signed"}
+
+
+def signed_metadata(metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """``metadata`` as the connector pipeline would have written it (signed reserved part)."""
+    metadata = dict(metadata or {})
+    given = {k: metadata.pop(k) for k in list(metadata) if k in _FIELDS}
+    given.setdefault("channel", "webchat")
+    given.setdefault("channel_user_id", "visitor-under-test")
+    given.setdefault("identity", "identity-under-test")
+    given.setdefault("source", "source-under-test")
+    given["trust"] = Trust.parse(given.get("trust", "anonymous"))
+    given["origin"] = Origin(given.get("origin", "created"))
+    if isinstance(given.get("link_result"), dict):
+        given["link_result"] = LinkOutcome.from_dict(given["link_result"])
+    typed = TurnMetadata(**given).to_metadata(settings.get().secret("metadata_key"))
+    typed.update({k: v for k, v in metadata.items() if k not in RESERVED_KEYS})
+    return typed
 
 
 def make_tracker(
@@ -14,8 +42,10 @@ def make_tracker(
     events: Optional[List[Dict[str, Any]]] = None,
     sender_id: str = "c_test_customer",
     requested_slot: Optional[str] = None,
+    signed: bool = True,
 ) -> Tracker:
     """A tracker as the action server receives it from rasa."""
+    metadata = signed_metadata(metadata) if signed else dict(metadata or {})
     slots = dict(slots or {})
     if requested_slot:
         slots["requested_slot"] = requested_slot

@@ -4,10 +4,11 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.continuity import ActionConfirmLink, ActionGreetCustomer, ActionIssueLinkCode, switch_acknowledgement
 from actions.orders import ValidateOrderStatusForm
-from tests.actions.helpers import make_tracker, responses, slot_events
+from tests.actions.helpers import signed_metadata, make_tracker, responses, slot_events
 
 EARLIER_ON_OTHER_CHANNEL = [
-    {"event": "user", "text": "where is my order", "metadata": {"channel": "chan_a", "channel_label": "Chat A"}},
+    {"event": "user", "text": "where is my order",
+     "metadata": signed_metadata({"channel": "chan_a", "channel_label": "Chat A"})},
 ]
 
 
@@ -56,19 +57,21 @@ async def test_form_answer_on_a_new_channel_is_acknowledged_once():
 
 @pytest.mark.services
 async def test_link_code_is_issued_for_this_customer():
-    from threadline import identity
+    from threadline import linking
 
     dispatcher = CollectingDispatcher()
     await ActionIssueLinkCode().run(dispatcher, make_tracker(sender_id="c_linker"), {})
     code = dispatcher.messages[0]["code"]
     assert len(code) == 6 and code.isdigit()
-    result = identity.redeem_link_code(code, "chan_c", "user-77")
+    result = linking.redeem_link_code(code, "chan_c", "user-77")
     assert result.ok and result.customer_id == "c_linker"
 
 
 @pytest.mark.parametrize(
     "result,expected",
     [({"ok": True}, "utter_link_ok"), ({"ok": False, "reason": "rate_limited"}, "utter_link_rate_limited"),
+     ({"ok": False, "reason": "pending_confirmation", "pending": True, "confirm_label": "WhatsApp"},
+      "utter_link_pending"),
      ({"ok": False, "reason": "invalid_or_expired"}, "utter_link_failed"), (None, "utter_link_failed")],
 )
 async def test_link_result_from_the_connector_is_explained(result, expected):

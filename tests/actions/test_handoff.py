@@ -13,9 +13,9 @@ from actions.handoff import (
     ActionSessionStart,
     context_package,
 )
-from tests.actions.helpers import make_tracker, responses, slot_events
+from tests.actions.helpers import signed_metadata, make_tracker, responses, slot_events
 from threadline import handoff
-from threadline.db import queries
+from threadline.db import cases
 
 pytestmark = [pytest.mark.services, pytest.mark.usefixtures("business_db")]
 
@@ -25,7 +25,7 @@ DOMAIN = {"session_config": {"carry_over_slots_to_new_session": True}}
 def user(text, intent, channel, confidence=0.9, **metadata):
     return {"event": "user", "text": text, "timestamp": 1.0,
             "parse_data": {"intent": {"name": intent, "confidence": confidence}, "entities": []},
-            "metadata": dict(metadata, channel=channel)}
+            "metadata": signed_metadata(dict(metadata, channel=channel))}
 
 
 def bot(text, action=None):
@@ -63,7 +63,7 @@ async def test_asking_for_a_person_opens_a_case_with_the_whole_context():
     tracker = customer_on_two_channels("c_handoff_ctx")
     events = await ActionRequestHuman().run(dispatcher, tracker, {})
 
-    case = queries.open_case_for("c_handoff_ctx")
+    case = cases.open_case_for("c_handoff_ctx")
     assert case.status == "queued" and case.reason == "customer_request" and case.queue == "orders"
     assert slot_events(events) == {"handoff_case": case.id, "handoff_reason": None, "requested_slot": None}
     assert {"event": "active_loop", "name": None} in [{k: e.get(k) for k in ("event", "name")} for e in events]
@@ -74,7 +74,7 @@ async def test_asking_for_a_person_opens_a_case_with_the_whole_context():
 
     context = case.context
     assert context["customer"] == {"id": "c_handoff_ctx", "name": "Ana", "trust": "verified",
-                                   "locale": None, "new": None}
+                                   "locale": None, "new": False}
     assert context["channels"] == ["webchat", "whatsapp"] and context["channel"] == "whatsapp"
     assert context["nlu"]["intent"] == "request_human" and context["nlu"]["confidence"] == 0.99
     assert context["nlu"]["entities"] == [{"entity": "order_number", "value": "482913",
@@ -95,8 +95,8 @@ async def test_asking_again_points_to_the_open_case():
     dispatcher = CollectingDispatcher()
     events = await ActionRequestHuman().run(dispatcher, customer_on_two_channels("c_handoff_twice"), {})
     assert responses(dispatcher)[0] == "utter_handoff_already_open"
-    assert len(queries.handoff_requests("c_handoff_twice")) == 1
-    assert slot_events(events)["handoff_case"] == queries.open_case_for("c_handoff_twice").id
+    assert len(cases.handoff_requests("c_handoff_twice")) == 1
+    assert slot_events(events)["handoff_case"] == cases.open_case_for("c_handoff_twice").id
 
 
 async def test_outside_agent_hours_the_customer_is_told_and_offered_a_callback_or_message(monkeypatch):
@@ -108,7 +108,7 @@ async def test_outside_agent_hours_the_customer_is_told_and_offered_a_callback_o
     message = dispatcher.messages[0]
     assert message["response"] == "utter_handoff_outside_hours"
     assert message["hours"] == f"{closed_day} 08:00-20:00" and message["opens"].endswith("at 08:00")
-    case = queries.open_case_for("c_handoff_night")
+    case = cases.open_case_for("c_handoff_night")
     assert case.status == "queued" and case.unstaffed
     assert handoff_payload(dispatcher)["transfer"] is False
 
@@ -118,7 +118,7 @@ async def test_a_full_queue_is_said_honestly(monkeypatch):
     dispatcher = CollectingDispatcher()
     await ActionRequestHuman().run(dispatcher, customer_on_two_channels("c_handoff_busy"), {})
     assert responses(dispatcher)[0] == "utter_handoff_queue_full"
-    assert queries.open_case_for("c_handoff_busy").unstaffed
+    assert cases.open_case_for("c_handoff_busy").unstaffed
 
 
 async def test_yes_after_unresolved_troubleshooting_goes_to_the_technical_queue():
@@ -130,7 +130,7 @@ async def test_yes_after_unresolved_troubleshooting_goes_to_the_technical_queue(
     )
     dispatcher = CollectingDispatcher()
     await ActionRequestHuman().run(dispatcher, tracker, {})
-    case = queries.open_case_for("c_handoff_tech")
+    case = cases.open_case_for("c_handoff_tech")
     assert (case.reason, case.queue) == ("troubleshooting_unresolved", "technical")
     assert case.context["slots"]["troubleshoot_problem"] == "internet"
 
@@ -144,9 +144,9 @@ async def test_two_fallbacks_in_a_row_bring_in_a_person():
     dispatcher = CollectingDispatcher()
     events = await ActionDefaultFallback().run(dispatcher, tracker, {})
     assert events[0] == {"event": "rewind", "timestamp": None}
-    assert slot_events(events)["handoff_case"] == queries.open_case_for("c_handoff_fallback").id
+    assert slot_events(events)["handoff_case"] == cases.open_case_for("c_handoff_fallback").id
     assert responses(dispatcher)[0] == "utter_handoff_queued_after_fallback"
-    assert queries.open_case_for("c_handoff_fallback").reason == "repeated_fallback"
+    assert cases.open_case_for("c_handoff_fallback").reason == "repeated_fallback"
 
 
 async def test_a_core_fallback_behaves_like_rasas_own():
@@ -154,7 +154,7 @@ async def test_a_core_fallback_behaves_like_rasas_own():
     dispatcher = CollectingDispatcher()
     events = await ActionDefaultFallback().run(dispatcher, tracker, {})
     assert responses(dispatcher) == ["utter_default"] and events == [{"event": "rewind", "timestamp": None}]
-    assert queries.open_case_for("c_handoff_core") is None
+    assert cases.open_case_for("c_handoff_core") is None
 
 
 async def test_call_me_back_starts_the_message_form_and_the_message_lands_on_the_case():
@@ -174,7 +174,7 @@ async def test_call_me_back_starts_the_message_form_and_the_message_lands_on_the
                         sender_id="c_handoff_cb")
     dispatcher = CollectingDispatcher()
     events = await ActionSaveHandoffMessage().run(dispatcher, save, {})
-    case = queries.open_case_for("c_handoff_cb")
+    case = cases.open_case_for("c_handoff_cb")
     assert case.callback_requested and case.customer_message == "+1 555 0100 after 6pm please"
     assert responses(dispatcher) == ["utter_handoff_callback_saved"]
     assert slot_events(events)["handoff_message"] is None and slot_events(events)["handoff_option"] is None

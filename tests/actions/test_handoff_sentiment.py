@@ -2,9 +2,10 @@
 import pytest
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.sentiment import ValidateSlotMappings, assess, customer_texts
+from actions.every_turn import ValidateSlotMappings
+from actions.sentiment import assess, customer_texts
 from tests.actions.helpers import make_tracker, responses, slot_events
-from threadline.db import queries
+from threadline.db import cases
 
 
 def said(*texts):
@@ -64,7 +65,7 @@ async def test_a_frustrated_customer_is_escalated_during_slot_validation():
     events = await ValidateSlotMappings().run(dispatcher, tracker, {})
     # Rasa keeps only SlotSet and BotUttered events of action_validate_slot_mappings.
     assert {e["event"] for e in events} == {"slot"}
-    case = queries.open_case_for("c_frustrated")
+    case = cases.open_case_for("c_frustrated")
     assert case.reason == "frustration"
     assert slot_events(events)["handoff_case"] == case.id and slot_events(events)["handoff_sentiment"] > 0.75
     assert responses(dispatcher)[0] == "utter_handoff_queued_after_frustration"

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from tests.support.recorder import Recorder
+from threadline import settings
 
 
 def pytest_configure(config):
@@ -26,6 +27,7 @@ def _connector_env(tmp_path_factory):
         changes["THREADLINE_VAR_DIR"] = str(tmp_path_factory.mktemp("threadline-var"))
     saved = {key: os.environ.get(key) for key in changes}
     os.environ.update(changes)
+    settings.reload()
     yield
     if own_redis:
         from threadline import redis_client
@@ -36,6 +38,7 @@ def _connector_env(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    settings.reload()
 
 
 @pytest.fixture

@@ -30,13 +30,13 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from sanic import Sanic
 
 from connectors.agent import AgentDeskInput
-from connectors.agent_auth import LOGIN_FAILURE_LIMIT, AgentDirectory
+from connectors.agent.auth import LOGIN_FAILURE_LIMIT, AgentDirectory
 from connectors.whatsapp import WhatsAppInput, _window_key
 from tests.connectors.harness import ServerThread
 from tests.support import payloads as p
 from tests.support.desk import DeskClient
 from threadline import handoff, identity, settings
-from threadline.db import queries
+from threadline.db import cases
 from threadline.tracker_store import RedisEventLogTrackerStore
 
 pytestmark = [pytest.mark.services, pytest.mark.usefixtures("business_db")]
@@ -72,7 +72,7 @@ def desk(redis, recorder, monkeypatch):
     })
     channel = AgentDeskInput.from_credentials({"tokens_env": "AGENT_TOKENS"})
     app = configure_app([whatsapp, channel], enable_api=False)
-    store = RedisEventLogTrackerStore(DOMAIN, key_prefix=settings.env("THREADLINE_KEY_PREFIX"))
+    store = RedisEventLogTrackerStore(DOMAIN, key_prefix=settings.get().key_prefix)
     app.ctx.agent = Agent(domain=DOMAIN, tracker_store=store, lock_store=InMemoryLockStore())
     server = ServerThread(app).start()
     try:
@@ -88,7 +88,7 @@ def whatsapp_customer(desk, wa_id="15551230001", text="I want to talk to a perso
     identity._redis(None).set(_window_key(who.customer_id), "1", ex=3600)
     context = {"customer": {"name": "Ana", "trust": "verified"}, "channel": "whatsapp", "channels": ["whatsapp"],
                "transcript": [{"from": "customer", "text": text, "channel": "whatsapp"}]}
-    case_id = queries.record_handoff(who.customer_id, "customer_request", context)
+    case_id = cases.record_handoff(who.customer_id, "customer_request", context)
     tracker = DialogueStateTracker(who.customer_id, DOMAIN.slots)
     tracker.update(ActionExecuted("action_listen"))
     tracker.update(UserUttered(text, {"name": "request_human", "confidence": 0.97},
@@ -96,7 +96,7 @@ def whatsapp_customer(desk, wa_id="15551230001", text="I want to talk to a perso
     tracker.update(SlotSet("handoff_case", case_id))
     tracker.update(ActionExecuted("action_listen"))
     desk.store.save_sync(tracker)
-    handoff.notify(queries.get_case(case_id), "opened")
+    handoff.notify(cases.get_case(case_id), "opened")
     return who.customer_id, case_id
 
 
@@ -125,7 +125,7 @@ def test_every_desk_route_refuses_anonymous_requests(desk):
         answer = anonymous.post(f"{desk.base}/cases/{case_id}/{step}", data={"text": "hi", "resolution": "x"})
         assert answer.status_code == 401, step
     assert anonymous.post(f"{desk.base}/logout").status_code == 401
-    assert queries.get_case(case_id).status == "queued"
+    assert cases.get_case(case_id).status == "queued"
     page = anonymous.get(desk.base + "/")
     assert 'action="/webhooks/agent/login"' in page.text  # the 401 page is the sign-in form
 
@@ -167,7 +167,7 @@ def test_posts_without_the_session_csrf_token_are_refused(desk):
     assert missing.status_code == 403 and "CSRF" in missing.json()["error"]
     wrong = alice.post(f"{desk.base}/cases/{case_id}/accept", data={"csrf": "nope"})
     assert wrong.status_code == 403
-    assert queries.get_case(case_id).status == "queued"
+    assert cases.get_case(case_id).status == "queued"
 
 
 def test_repeated_failed_sign_ins_are_throttled(desk):
@@ -179,7 +179,7 @@ def test_repeated_failed_sign_ins_are_throttled(desk):
         assert page.status_code == 401
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     page = browser.post(f"{desk.base}/login", data={"agent": "alice", "token": "alice-token", "csrf": csrf})
-    assert page.status_code == 429 and "Too many failed sign-ins" in page.text
+    assert page.status_code == 429 and "Too many sign-in attempts" in page.text and page.headers["Retry-After"]
 
 
 def test_sign_out_ends_the_session_everywhere(desk):
@@ -236,7 +236,7 @@ def test_another_agents_case_is_forbidden_on_every_route(desk):
         assert answer.json()["error"] == f"Case #{case_id} belongs to alice."
     late = desk.post(bob, case_id, "accept")  # a lost race, not a trespass
     assert late.status_code == 409 and late.json()["error"] == f"Case #{case_id} was already accepted by alice."
-    assert queries.get_case(case_id).agent == "alice"
+    assert cases.get_case(case_id).agent == "alice"
     row = queue_row(bob.get(f"{desk.base}/queue").text, case_id)
     assert "I want to talk" not in row and "with alice" in row and "/cases/" not in row
 
@@ -254,7 +254,7 @@ def test_two_agents_accepting_the_same_case_one_wins(desk):
         answers = list(pool.map(accept, [alice, bob]))
     codes = sorted(a.status_code for a in answers)
     assert codes == [200, 409], [a.text for a in answers]
-    winner = queries.get_case(case_id).agent
+    winner = cases.get_case(case_id).agent
     loser = [a for a in answers if a.status_code == 409][0].json()["error"]
     assert loser == f"Case #{case_id} was already accepted by {winner}."
     paused = [e for e in desk.tracker(customer).events if isinstance(e, ConversationPaused)]
@@ -262,20 +262,20 @@ def test_two_agents_accepting_the_same_case_one_wins(desk):
 
 
 def test_many_concurrent_accepts_in_the_database_have_exactly_one_winner():
-    case_id = queries.record_handoff("c_race", "customer_request", {})
+    case_id = cases.record_handoff("c_race", "customer_request", {})
     agents = [f"agent{i}" for i in range(8)]
     start = threading.Barrier(len(agents))
 
     def accept(agent):
         start.wait()
         try:
-            return queries.accept_case(case_id, agent).agent
-        except queries.CaseConflict:
+            return cases.accept_case(case_id, agent).agent
+        except cases.CaseConflict:
             return None
 
     with ThreadPoolExecutor(len(agents)) as pool:
         winners = [w for w in pool.map(accept, agents) if w]
-    assert len(winners) == 1 and queries.get_case(case_id).agent == winners[0]
+    assert len(winners) == 1 and cases.get_case(case_id).agent == winners[0]
 
 
 # ---------------------------------------------------------------- case steps
@@ -311,7 +311,7 @@ def test_a_reply_to_a_closed_case_is_refused_with_a_clear_message(desk):
     desk.post(alice, case_id, "accept")
     assert desk.post(alice, case_id, "close", resolution="").status_code == 400
     closed = desk.post(alice, case_id, "close", resolution="Refund issued")
-    assert closed.status_code == 200 and queries.get_case(case_id).resolution == "Refund issued"
+    assert closed.status_code == 200 and cases.get_case(case_id).resolution == "Refund issued"
     before = len(desk.recorder.requests)
     answer = desk.post(alice, case_id, "reply", text="One more thing")
     assert answer.status_code == 409

@@ -7,7 +7,7 @@ import requests
 
 from connectors import base
 from connectors.base import (
-    LINK_CODE_RE,
+    DisabledChannel,
     Envelope,
     ThreadlineInput,
     ThreadlineOutput,
@@ -15,8 +15,10 @@ from connectors.base import (
     constant_time_equals,
     resolve_payload,
 )
+from connectors.linking import LINK_CODE_RE
 from tests.connectors.harness import EchoAgent, serve_channel
-from threadline import identity
+from threadline import identity, outbound_failures
+from threadline.message import TurnMetadata
 
 
 class AcmeOutput(ThreadlineOutput):
@@ -67,11 +69,20 @@ def acme(recorder, redis):
 # ------------------------------------------------------------------ unit
 
 
+class PartialInput(AcmeInput):
+    channel = "partial"
+    credential_env = {"secret": "ACME_SECRET", "token": "ACME_TOKEN"}
+    credential_defaults = {}
+
+
 def test_credentials_from_file_environment_or_default(monkeypatch):
     monkeypatch.delenv("ACME_SECRET", raising=False)
-    with pytest.raises(Exception) as error:
-        AcmeInput.from_credentials({})
-    assert "ACME_SECRET" in str(error.value) and "ACME_API_BASE" not in str(error.value)
+    monkeypatch.delenv("ACME_TOKEN", raising=False)
+    off = AcmeInput.from_credentials({})
+    assert isinstance(off, DisabledChannel) and off.missing == ["ACME_SECRET"] and off.name() == "acme"
+    with pytest.raises(Exception) as error:  # some settings but not all: a mistake, said loudly
+        PartialInput.from_credentials({"secret": "x"})
+    assert "ACME_TOKEN" in str(error.value) and "ACME_SECRET" not in str(error.value)
     monkeypatch.setenv("ACME_SECRET", "env-secret")
     channel = AcmeInput.from_credentials({"secret": "${ACME_SECRET}"})
     assert channel.config == {"secret": "env-secret", "api_base": "https://api.acme.example"}
@@ -114,19 +125,30 @@ def test_payload_alias_round_trip(redis):
 @pytest.mark.services
 def test_internal_notes_and_other_channels_payloads_are_not_sent(recorder, redis):
     output = AcmeInput.from_credentials({"secret": "s", "api_base": recorder.url}).get_output_channel()
+    customer = identity.resolve("acme", "u-notes", redis=redis).customer_id
 
     async def send_all():
-        await output.send_response("c_1", {"custom": {"internal_note": "VIP customer"}})
-        await output.send_response("c_1", {"custom": {"type": "internal_note", "text": "x"}})
-        await output.send_response("c_1", {"custom": {"channel": "whatsapp", "type": "template"}})
-        await output.send_response("c_1", {"custom": {"channel": "acme", "card": 1}})
-        await output.send_response("c_1", {"text": "visible"})
+        await output.send_response(customer, {"custom": {"internal_note": "VIP customer"}})
+        await output.send_response(customer, {"custom": {"type": "internal_note", "text": "x"}})
+        await output.send_response(customer, {"custom": {"channel": "whatsapp", "type": "template"}})
+        await output.send_response(customer, {"custom": {"channel": "acme", "card": 1}})
+        await output.send_response(customer, {"text": "visible"})
 
     asyncio.run(send_all())
     assert [(r.path, r.json) for r in recorder.wait_for(2)] == [
         ("/custom", {"channel": "acme", "card": 1}),
-        ("/send", {"to": "c_1", "text": "visible"}),
+        ("/send", {"to": "u-notes", "text": "visible"}),
     ]
+
+
+@pytest.mark.services
+def test_an_address_is_never_guessed_from_a_conversation_id(recorder, redis):
+    output = AcmeInput.from_credentials({"secret": "s", "api_base": recorder.url}).get_output_channel()
+    asyncio.run(output.send_response("14155552671", {"text": "hello stranger"}))
+    assert recorder.requests == []
+    assert not output.last_report.ok and "no acme address" in output.last_report.errors[0]
+    (kept,) = outbound_failures.pending(redis=redis)
+    assert (kept.channel, kept.customer_id, kept.message) == ("acme", "14155552671", {"text": "hello stranger"})
 
 
 # ------------------------------------------------------------ over HTTP
@@ -142,6 +164,10 @@ def test_metadata_and_addressing(acme):
                                              "profile_name", "previous_channel")} == {
         "channel": "acme", "channel_user_id": "u-1", "message_id": "m-1", "trust": "low", "locale": "de-DE",
         "profile_name": "Max", "previous_channel": None}
+    from threadline import settings
+
+    typed = TurnMetadata.read(message.metadata, settings.get().secret("metadata_key"))
+    assert typed.signed and typed.channel == "acme" and typed.trust.value == "low"
     (request,) = acme.recorder.wait_for(1)
     assert request.json == {"to": "u-1", "text": "You said: hello"}  # customer id mapped back to the address
     deliver(acme, {"from": "u-1", "id": "m-2", "text": "again"})
@@ -173,24 +199,63 @@ def test_failure_before_the_bot_releases_the_message_for_redelivery(acme, monkey
         return real(*args, **kwargs)
 
     monkeypatch.setattr(identity, "resolve", flaky)
-    assert deliver(acme, {"from": "u-3", "id": "m-1", "text": "hi"}).status_code == 500
+    refused = deliver(acme, {"from": "u-3", "id": "m-1", "text": "hi"})
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
     assert acme.agent.messages == []
     assert deliver(acme, {"from": "u-3", "id": "m-1", "text": "hi"}).status_code == 200
     assert [m.text for m in acme.agent.messages] == ["hi"]
 
 
 @pytest.mark.services
-def test_a_bot_failure_is_not_retried_by_redelivery(recorder, redis):
-    class FailingAgent(EchoAgent):
+def test_a_turn_that_was_not_stored_is_processed_again_on_redelivery(recorder, redis):
+    class CrashOnce(EchoAgent):
         async def handle_message(self, message):
             self.messages.append(message)
-            raise RuntimeError("policy crashed")
+            if len(self.messages) == 1:
+                raise RuntimeError("policy crashed before the turn was stored")
+            await super().handle_message(message)
+            self.messages.pop()
 
     channel = AcmeInput.from_credentials({"secret": "s3cret", "api_base": recorder.url})
-    with serve_channel(channel, FailingAgent()) as served:
+    with serve_channel(channel, CrashOnce()) as served:
+        assert deliver(served, {"from": "u-4", "id": "m-1", "text": "hi"}).status_code == 503
         assert deliver(served, {"from": "u-4", "id": "m-1", "text": "hi"}).status_code == 200
-        assert deliver(served, {"from": "u-4", "id": "m-1", "text": "hi"}).status_code == 200
-        assert len(served.agent.messages) == 1
+        assert deliver(served, {"from": "u-4", "id": "m-1", "text": "hi"}).status_code == 200  # stored: a duplicate
+        assert len(served.agent.messages) == 2
+        assert [r.json["text"] for r in recorder.wait_for(1)] == ["You said: hi"]
+
+
+@pytest.mark.services
+def test_a_redelivery_while_the_first_is_in_flight_is_told_to_retry(recorder, redis):
+    release = asyncio.Event()
+
+    class Slow(EchoAgent):
+        async def handle_message(self, message):
+            self.messages.append(message)
+            for _ in range(200):
+                if release.is_set():
+                    break
+                await asyncio.sleep(0.02)
+
+    import threading
+
+    channel = AcmeInput.from_credentials({"secret": "s3cret", "api_base": recorder.url})
+    with serve_channel(channel, Slow()) as served:
+        first = {}
+        thread = threading.Thread(target=lambda: first.setdefault("r", deliver(served, {"from": "u-9", "id": "m-1",
+                                                                                         "text": "hi"})))
+        thread.start()
+        for _ in range(100):
+            if served.agent.messages:
+                break
+            import time
+
+            time.sleep(0.02)
+        second = deliver(served, {"from": "u-9", "id": "m-1", "text": "hi"})
+        release.set()
+        thread.join(10)
+        assert second.status_code == 503 and second.headers["Retry-After"]
+        assert first["r"].status_code == 200 and len(served.agent.messages) == 1
 
 
 @pytest.mark.services

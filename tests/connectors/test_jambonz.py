@@ -65,8 +65,8 @@ def test_any_of_several_v1_signatures_may_match():
 
 def test_settings_are_checked(monkeypatch):
     monkeypatch.delenv("JAMBONZ_WEBHOOK_SECRET", raising=False)
-    with pytest.raises(Exception, match="JAMBONZ_WEBHOOK_SECRET"):
-        JambonzInput.from_credentials({})
+    off = JambonzInput.from_credentials({})
+    assert off.missing == ["JAMBONZ_WEBHOOK_SECRET"]  # off, saying what to set
     monkeypatch.setenv("JAMBONZ_BASIC_AUTH_USER", "jambonz")
     monkeypatch.delenv("JAMBONZ_BASIC_AUTH_PASSWORD", raising=False)
     with pytest.raises(Exception, match="JAMBONZ_BASIC_AUTH_PASSWORD"):

@@ -251,11 +251,11 @@ async def test_a_cancelled_or_late_prefetch_writes_nothing(redis):
 
 @pytest.mark.services
 async def test_default_loaders_read_identity_and_cases(redis, business_db):
-    from threadline.db import queries
+    from threadline.db import cases
 
     who = identity.resolve("whatsapp", "14155550123", phone="14155550123", verified_phone=True, redis=redis)
     identity.record_channel_use(who.customer_id, "whatsapp", redis=redis)
-    case = queries.record_handoff(who.customer_id, "customer_request", {})
+    case = cases.record_handoff(who.customer_id, "customer_request", {})
     found = await prefetch.prefetch(who.customer_id, prefetch.default_loaders(who.customer_id, redis=redis),
                                     redis=redis)
     assert found["profile"] == {"channels": ["whatsapp"], "last_channel": "whatsapp"}

@@ -11,10 +11,12 @@ import requests
 import yaml
 from rasa.shared.exceptions import RasaException
 
-from connectors.webchat import WebchatInput
+import time
+
+from connectors.webchat import WebchatInput, visitor_token
 from tests.connectors.harness import EchoAgent, serve_channel
-from threadline import identity
-from threadline.stack import active_credentials
+from threadline import identity, linking, settings
+from threadline.stack import channel_status
 
 pytestmark = pytest.mark.services
 
@@ -22,8 +24,19 @@ SECRET = "webchat-identity-secret"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def visitor(n: int = 1) -> str:
+def vid(n: int = 1) -> str:
+    """A visitor id (what the conversation's metadata carries)."""
     return f"visitor{n:02d}-" + "a1b2c3d4e5f6"
+
+
+def visitor(n: int = 1) -> str:
+    """The visitor's token (what the browser presents)."""
+    return visitor_token(vid(n))
+
+
+def signed_fields(ref, secret=SECRET):
+    expires = int(time.time()) + 3600
+    return {"customer_ref": ref, "expires": expires, "signature": identity.sign_web_identity(ref, secret, expires)}
 
 
 @pytest.fixture
@@ -50,7 +63,7 @@ def say(served, text, sender=None, **fields):
 def test_credentials_block_is_always_on():
     raw = yaml.safe_load((ROOT / "credentials.yml").read_text())
     assert raw["connectors.webchat.WebchatInput"] == {"identity_secret_env": "WEBCHAT_IDENTITY_SECRET"}
-    _, on, _ = active_credentials(ROOT / "credentials.yml", {})
+    on, _ = channel_status(ROOT / "credentials.yml", settings.Settings({}))
     assert "connectors.webchat.WebchatInput" in on
 
 
@@ -98,6 +111,7 @@ def test_health_page_widget_and_config(web):
         "signed_identities": True,
         "link_payload": "/link_channel",
         "socketio_path": "/socket.io",
+        "session_path": "session",
     }
 
 
@@ -114,14 +128,15 @@ def test_a_browser_opening_the_root_gets_the_chat_page(web):
 def test_reply_comes_back_in_rest_shape_with_metadata(web):
     reply = say(web, "hello there", metadata={"language": "de-DE", "page": "/pricing"})
     assert reply.status_code == 200
-    assert reply.json() == [{"recipient_id": visitor(), "text": "You said: hello there"}]
+    assert reply.json() == [{"recipient_id": vid(), "text": "You said: hello there"}]
 
     (message,) = web.agent.messages
     assert message.sender_id.startswith("c_")  # the customer id, not the visitor id
     assert message.input_channel == "webchat"
     meta = message.metadata
     assert meta["channel"] == "webchat"
-    assert meta["channel_user_id"] == visitor()
+    assert meta["channel_user_id"] == vid()
+    assert visitor() not in json.dumps(meta)  # the token's proof never reaches the conversation
     assert meta["trust"] == "anonymous"
     assert meta["transport"] == "rest"
     assert meta["locale"] == "de-DE"
@@ -139,21 +154,34 @@ def test_same_visitor_same_customer(web):
 
 
 @pytest.mark.parametrize(
-    "body, status",
+    "body, says",
     [
-        (b"{not json", 400),
-        (b"[1, 2]", 400),
-        (json.dumps({"sender": "short", "message": "hi"}).encode(), 400),
-        (json.dumps({"sender": "a" * 20 + "<script>", "message": "hi"}).encode(), 400),
-        (json.dumps({"sender": visitor(), "message": ""}).encode(), 400),
-        (json.dumps({"sender": visitor(), "message": {"text": "hi"}}).encode(), 400),
-        (json.dumps({"sender": visitor(), "message": "x" * 4097}).encode(), 400),
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (json.dumps({"message": "hi"}).encode(), "sender is missing"),
+        (json.dumps({"sender": "short", "message": "hi"}).encode(), "not a visitor token"),
+        (json.dumps({"sender": vid(), "message": "hi"}).encode(), "bare visitor id"),
+        (json.dumps({"sender": vid() + "." + "0" * 32, "message": "hi"}).encode(), "does not match"),
+        (json.dumps({"sender": "a" * 20 + "<script>", "message": "hi"}).encode(), "not a visitor token"),
+        (json.dumps({"sender": visitor(), "message": ""}).encode(), "non-empty string"),
+        (json.dumps({"sender": visitor(), "message": {"text": "hi"}}).encode(), "non-empty string"),
+        (json.dumps({"sender": visitor(), "message": "x" * 4097}).encode(), "longer than 4096"),
     ],
 )
-def test_bad_requests(web, body, status):
+def test_bad_requests_say_what_is_wrong(web, body, says):
     reply = requests.post(web.url + "/webhook", data=body, headers={"Content-Type": "application/json"}, timeout=10)
-    assert reply.status_code == status
+    assert reply.status_code == 400
+    assert says in reply.json()["error"]
     assert web.agent.messages == []
+
+
+def test_a_new_visitor_gets_a_token_and_someone_elses_id_gets_nothing(web):
+    issued = requests.post(web.url + "/session", timeout=10).json()
+    assert visitor_token(issued["visitor"]) == issued["sender"]
+    assert say(web, "hi", sender=issued["sender"]).status_code == 200
+    # Knowing the visitor id (it is in the conversation's metadata) is not enough.
+    assert say(web, "hi", sender=issued["visitor"]).status_code == 400
+    assert requests.get(web.url + "/events", params={"sender": issued["visitor"]}, timeout=10).status_code == 403
 
 
 def test_body_over_the_limit_is_refused(channel_env):
@@ -172,9 +200,9 @@ def test_buttons_and_split_paragraphs():
 
     with serve_channel(WebchatInput({}), EchoAgent(bot)) as served:
         assert say(served, "menu").json() == [
-            {"recipient_id": visitor(), "text": "Pick one",
+            {"recipient_id": vid(), "text": "Pick one",
              "buttons": [{"title": "Track an order", "payload": "/check_order"}]},
-            {"recipient_id": visitor(), "image": "https://cdn.example.com/a.png"},
+            {"recipient_id": vid(), "image": "https://cdn.example.com/a.png"},
         ]
         assert [m["text"] for m in say(served, "more").json()] == ["First paragraph.", "Second one."]
 
@@ -184,7 +212,7 @@ def test_internal_notes_are_not_sent():
         return [{"custom": {"internal_note": "customer sounds upset"}}, {"text": "Sure."}]
 
     with serve_channel(WebchatInput({}), EchoAgent(bot)) as served:
-        assert say(served, "hi").json() == [{"recipient_id": visitor(), "text": "Sure."}]
+        assert say(served, "hi").json() == [{"recipient_id": vid(), "text": "Sure."}]
 
 
 # ------------------------------------------------------------------------ buttons
@@ -225,7 +253,7 @@ def test_a_retried_message_runs_once_and_gets_the_same_replies(web):
     retry = say(web, "hello", message_id="m-1")
     assert len(web.agent.messages) == 1
     assert retry.status_code == 200
-    assert retry.json() == first.json() == [{"recipient_id": visitor(), "text": "You said: hello"}]
+    assert retry.json() == first.json() == [{"recipient_id": vid(), "text": "You said: hello"}]
 
 
 def test_message_ids_are_per_visitor(web):
@@ -244,48 +272,71 @@ def test_messages_without_an_id_are_never_deduplicated(web):
 
 
 def test_signed_identity_makes_the_visitor_verified_and_joins_visitors(web):
-    signature = identity.sign_web_identity("cust-42", SECRET)
-    say(web, "hi", sender=visitor(1), customer_ref="cust-42", signature=signature)
-    say(web, "hi", sender=visitor(2), customer_ref="cust-42", signature=signature)
+    fields = signed_fields("cust-42")
+    say(web, "hi", sender=visitor(1), **fields)
+    say(web, "hi", sender=visitor(2), **fields)
     say(web, "hi", sender=visitor(3))
-    one, two, other = web.agent.messages
+    say(web, "hi again", sender=visitor(1))  # unsigned: verified trust ends with the signature
+    one, two, other, later = web.agent.messages
     assert one.metadata["trust"] == two.metadata["trust"] == "verified"
-    assert one.sender_id == two.sender_id != other.sender_id
-    assert other.metadata["trust"] == "anonymous"
-    assert "customer_ref" not in json.dumps(one.metadata)  # no refs or signatures in the tracker
+    assert one.sender_id == two.sender_id == later.sender_id != other.sender_id
+    assert other.metadata["trust"] == later.metadata["trust"] == "anonymous"
+    assert "cust-42" not in json.dumps(one.metadata)  # no refs or signatures in the tracker
+    assert fields["signature"] not in json.dumps(one.metadata)
 
 
 def test_signed_identity_in_metadata(web):
-    signature = identity.sign_web_identity("cust-7", SECRET)
-    say(web, "hi", metadata={"customer_ref": "cust-7", "signature": signature, "language": "en"})
+    say(web, "hi", metadata={**signed_fields("cust-7"), "language": "en"})
     meta = web.agent.messages[-1].metadata
     assert meta["trust"] == "verified"
     assert meta["client_metadata"] == {"language": "en"}
 
 
-def test_invalid_signature_stays_anonymous(web):
-    say(web, "hi", customer_ref="cust-42", signature="0" * 64)
-    assert web.agent.messages[-1].metadata["trust"] == "anonymous"
+def test_invalid_expired_or_unexpiring_signatures_stay_anonymous(web):
+    say(web, "hi", customer_ref="cust-42", signature="0" * 64, expires=int(time.time()) + 60)
+    old = int(time.time()) - 10
+    say(web, "hi", customer_ref="cust-42", expires=old, signature=identity.sign_web_identity("cust-42", SECRET, old))
+    say(web, "hi", customer_ref="cust-42", signature=identity.sign_web_identity("cust-42", SECRET))
+    say(web, "hi", customer_ref="cust-42", signature="é" * 64, expires=int(time.time()) + 60)
+    assert [m.metadata["trust"] for m in web.agent.messages] == ["anonymous"] * 4
+
+
+def test_client_metadata_cannot_set_reserved_keys(web):
+    say(web, "hi", metadata={"trust": "verified", "channel": "whatsapp", "owner": 1, "threadline_sig": "x"})
+    meta = web.agent.messages[-1].metadata
+    assert (meta["trust"], meta["channel"], meta["owner"]) == ("anonymous", "webchat", None)
+    assert meta["client_metadata"]["trust"] == "verified"  # kept, as what the client said
 
 
 def test_without_the_secret_signed_identities_are_off(monkeypatch, redis):
     monkeypatch.delenv("WEBCHAT_IDENTITY_SECRET", raising=False)
     with serve_channel(WebchatInput.from_credentials({})) as served:
-        signature = identity.sign_web_identity("cust-42", SECRET)
-        reply = say(served, "hi", customer_ref="cust-42", signature=signature)
+        reply = say(served, "hi", **signed_fields("cust-42"))
         assert reply.status_code == 200
         assert served.agent.messages[-1].metadata["trust"] == "anonymous"
         assert requests.get(served.url + "/config", timeout=10).json()["signed_identities"] is False
 
 
 def test_link_code_joins_the_visitor_to_the_customer_of_another_channel(web, redis):
-    whatsapp = identity.resolve("whatsapp", "14155550123", phone="14155550123", verified_phone=True, redis=redis)
-    identity.record_channel_use(whatsapp.customer_id, "whatsapp", redis=redis)
-    code = identity.issue_link_code(whatsapp.customer_id, redis=redis)
+    telegram = identity.resolve("telegram", "777001", redis=redis)
+    identity.record_channel_use(telegram.customer_id, "telegram", redis=redis)
+    code = linking.issue_link_code(telegram.customer_id, redis=redis)
     say(web, f"link {code}")
     message = web.agent.messages[-1]
-    assert message.sender_id == whatsapp.customer_id
+    assert message.sender_id == telegram.customer_id
     assert message.text == f"LINK {code}"
     assert message.metadata["link_result"]["ok"] is True
-    assert message.metadata["trust"] == "verified"
-    assert identity.address_for(whatsapp.customer_id, "webchat", redis) == visitor()
+    assert message.metadata["trust"] == "low"
+    assert identity.address_for(telegram.customer_id, "webchat", redis) == vid()
+
+
+def test_joining_a_verified_customer_waits_for_its_confirmation(web, redis):
+    whatsapp = identity.resolve("whatsapp", "14155550123", phone="14155550123", verified_phone=True, redis=redis)
+    identity.record_channel_use(whatsapp.customer_id, "whatsapp", redis=redis)
+    code = linking.issue_link_code(whatsapp.customer_id, redis=redis)
+    say(web, f"link {code}")
+    message = web.agent.messages[-1]
+    assert message.sender_id != whatsapp.customer_id  # not joined yet
+    assert message.metadata["link_result"]["pending"] is True
+    assert message.metadata["link_result"]["reason"] == "pending_confirmation"
+    assert identity.address_for(whatsapp.customer_id, "webchat", redis) is None

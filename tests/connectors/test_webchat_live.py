@@ -14,14 +14,23 @@ import pytest
 import requests
 import socketio
 
-from connectors.webchat import WebchatInput
+import time
+
+from connectors.webchat import WebchatInput, visitor_token
 from tests.connectors.harness import serve_channel
 from threadline import identity
 
 pytestmark = pytest.mark.services
 
 SECRET = "webchat-identity-secret"
-SESSION = "0123456789abcdef0123456789abcdef"
+SESSION = "0123456789abcdef0123456789abcdef"  # the visitor id
+TOKEN = None  # its token, made once the settings (and so the key) are in place
+
+
+@pytest.fixture(autouse=True)
+def _token(redis):
+    global TOKEN
+    TOKEN = visitor_token(SESSION)
 
 
 @pytest.fixture
@@ -129,22 +138,24 @@ async def read_events(response: aiohttp.ClientResponse, count: int, timeout: flo
 async def test_session_request_confirms_the_visitor_id(web, browsers):
     browser = await browsers().connect(web)
     fresh = await browser.start_session()
-    assert len(fresh) == 32 and fresh != SESSION
-    assert await browser.start_session(SESSION) == SESSION
-    guessable = await browser.start_session("user1")
-    assert guessable not in ("user1", SESSION) and len(guessable) == 32
+    assert len(fresh) == 65 and fresh != TOKEN  # "<visitor id>.<proof>"
+    assert await browser.start_session(TOKEN) == TOKEN
+    # Someone's bare visitor id, or a made-up one, never joins that visitor: a new one starts.
+    for claimed in (SESSION, "user1", SESSION + "." + "0" * 32):
+        given = await browser.start_session(claimed)
+        assert given not in (claimed, TOKEN) and len(given) == 65
 
 
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
 async def test_user_uttered_is_answered_with_bot_uttered(web, browsers, transport):
     browser = await browsers().connect(web, transports=[transport])
-    session = await browser.start_session(SESSION)
+    session = await browser.start_session(TOKEN)
     await browser.say("hello", session, customData={"language": "fr"})
     assert await browser.expect("bot_uttered") == {"text": "You said: hello"}
 
     (message,) = web.agent.messages
     assert message.sender_id.startswith("c_")
-    assert message.metadata["channel_user_id"] == session
+    assert message.metadata["channel_user_id"] == SESSION
     assert message.metadata["transport"] == "socketio"
     assert message.metadata["locale"] == "fr"
     assert message.metadata["trust"] == "anonymous"
@@ -152,7 +163,7 @@ async def test_user_uttered_is_answered_with_bot_uttered(web, browsers, transpor
 
 async def test_buttons_are_quick_replies_and_clicking_one_sends_its_payload(web, browsers):
     browser = await browsers().connect(web)
-    session = await browser.start_session(SESSION)
+    session = await browser.start_session(TOKEN)
     await browser.say("buttons 2", session)
     reply = await browser.expect("bot_uttered")
     assert reply["text"] == "Pick one"
@@ -166,23 +177,23 @@ async def test_buttons_are_quick_replies_and_clicking_one_sends_its_payload(web,
 
 async def test_a_message_before_session_request_starts_a_session(web, browsers):
     browser = await browsers().connect(web)
-    await browser.say("hi", SESSION)
-    assert await browser.expect("session_confirm") == SESSION
+    await browser.say("hi", TOKEN)
+    assert await browser.expect("session_confirm") == TOKEN
     assert await browser.expect("bot_uttered") == {"text": "You said: hi"}
 
 
 async def test_the_session_survives_a_reconnect_and_reaches_every_tab(web, browsers):
     first = await browsers().connect(web)
-    await first.start_session(SESSION)
-    await first.say("one", SESSION)
+    await first.start_session(TOKEN)
+    await first.say("one", TOKEN)
     await first.expect("bot_uttered")
     await first.close()
 
     tab_a = await browsers().connect(web)
     tab_b = await browsers().connect(web)
-    await tab_a.start_session(SESSION)
-    await tab_b.start_session(SESSION)
-    await tab_a.say("two", SESSION)
+    await tab_a.start_session(TOKEN)
+    await tab_b.start_session(TOKEN)
+    await tab_a.say("two", TOKEN)
     assert await tab_a.expect("bot_uttered") == {"text": "You said: two"}
     assert await tab_b.expect("bot_uttered") == {"text": "You said: two"}
     one, two = web.agent.messages
@@ -192,21 +203,23 @@ async def test_the_session_survives_a_reconnect_and_reaches_every_tab(web, brows
 async def test_replies_go_only_to_the_visitor_who_wrote(web, browsers):
     alice = await browsers().connect(web)
     bob = await browsers().connect(web)
-    await alice.start_session(SESSION)
+    await alice.start_session(TOKEN)
     await bob.start_session()
-    await alice.say("for alice only", SESSION)
+    await alice.say("for alice only", TOKEN)
     await alice.expect("bot_uttered")
     await bob.nothing_more()
 
 
 async def test_signed_identity_in_custom_data_or_auth(web, browsers):
-    signature = identity.sign_web_identity("cust-42", SECRET)
+    expires = int(time.time()) + 3600
+    signed = {"customer_ref": "cust-42", "expires": expires,
+              "signature": identity.sign_web_identity("cust-42", SECRET, expires)}
     in_data = await browsers().connect(web)
     await in_data.start_session()
-    await in_data.say("hi", customData={"customer_ref": "cust-42", "signature": signature})
+    await in_data.say("hi", customData=signed)
     await in_data.expect("bot_uttered")
 
-    in_auth = await browsers().connect(web, auth={"customer_ref": "cust-42", "signature": signature})
+    in_auth = await browsers().connect(web, auth=signed)
     await in_auth.start_session()
     await in_auth.say("hi")
     await in_auth.expect("bot_uttered")
@@ -231,8 +244,8 @@ async def test_malformed_socket_messages_are_ignored(web, browsers):
 
 async def test_proactive_message_reaches_the_connected_socket(web, browsers):
     browser = await browsers().connect(web)
-    await browser.start_session(SESSION)
-    await browser.say("hi", SESSION)
+    await browser.start_session(TOKEN)
+    await browser.say("hi", TOKEN)
     await browser.expect("bot_uttered")
     customer = web.agent.messages[-1].sender_id
 
@@ -243,13 +256,13 @@ async def test_proactive_message_reaches_the_connected_socket(web, browsers):
 
 
 async def test_proactive_message_waits_in_the_outbox_until_the_visitor_connects(web, browsers):
-    requests.post(web.url + "/webhook", json={"sender": SESSION, "message": "hi"}, timeout=10)
+    requests.post(web.url + "/webhook", json={"sender": TOKEN, "message": "hi"}, timeout=10)
     customer = web.agent.messages[-1].sender_id
     await push(web, customer, {"text": "An agent replied: we're on it."})
     await push(web, customer, {"text": "Pick a time", "buttons": [{"title": "9am", "payload": "/choose_slot"}]})
 
     async with aiohttp.ClientSession() as http:
-        async with http.get(web.url + "/events", params={"sender": SESSION}) as stream:
+        async with http.get(web.url + "/events", params={"sender": TOKEN}) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             events = await read_events(stream, 2)
     assert events == [
@@ -258,26 +271,26 @@ async def test_proactive_message_waits_in_the_outbox_until_the_visitor_connects(
     ]
     # Delivered once: a socket.io session opened now finds the outbox empty...
     browser = await browsers().connect(web)
-    await browser.start_session(SESSION)
+    await browser.start_session(TOKEN)
     await browser.nothing_more()
     # ...and the button delivered through the stream counts as offered.
-    requests.post(web.url + "/webhook", json={"sender": SESSION, "message": "/choose_slot"}, timeout=10)
+    requests.post(web.url + "/webhook", json={"sender": TOKEN, "message": "/choose_slot"}, timeout=10)
     assert web.agent.messages[-1].metadata["kind"] == "button"
 
 
 async def test_a_socket_session_also_drains_the_outbox(web, browsers):
-    requests.post(web.url + "/webhook", json={"sender": SESSION, "message": "hi"}, timeout=10)
+    requests.post(web.url + "/webhook", json={"sender": TOKEN, "message": "hi"}, timeout=10)
     await push(web, web.agent.messages[-1].sender_id, {"text": "Still there?"})
     browser = await browsers().connect(web)
-    await browser.start_session(SESSION)
+    await browser.start_session(TOKEN)
     assert await browser.expect("bot_uttered") == {"text": "Still there?"}
 
 
 async def test_event_stream_gets_live_messages(web):
-    requests.post(web.url + "/webhook", json={"sender": SESSION, "message": "hi"}, timeout=10)
+    requests.post(web.url + "/webhook", json={"sender": TOKEN, "message": "hi"}, timeout=10)
     customer = web.agent.messages[-1].sender_id
     async with aiohttp.ClientSession() as http:
-        async with http.get(web.url + "/events", params={"sender": SESSION}) as stream:
+        async with http.get(web.url + "/events", params={"sender": TOKEN}) as stream:
             await asyncio.wait_for(stream.content.readline(), 5)  # ": connected"
             await push(web, customer, {"text": "Hello from an agent"})
             assert await read_events(stream, 1) == [("bot", {"recipient_id": SESSION, "text": "Hello from an agent"})]
@@ -285,14 +298,14 @@ async def test_event_stream_gets_live_messages(web):
 
 async def test_direct_calls_keep_buttons_and_images(web):
     """The agent desk calls the output's send_* methods directly, not send_response."""
-    requests.post(web.url + "/webhook", json={"sender": SESSION, "message": "hi"}, timeout=10)
+    requests.post(web.url + "/webhook", json={"sender": TOKEN, "message": "hi"}, timeout=10)
     customer = web.agent.messages[-1].sender_id
     output = web.channel.get_output_channel()
     await on_server(web, output.send_text_with_buttons(customer, "Rate us", [{"title": "Great", "payload": "/affirm"}]))
     await on_server(web, output.send_image_url(customer, "https://cdn.example.com/map.png"))
     await on_server(web, output.send_custom_json(customer, {"internal_note": "not for the customer"}))
     async with aiohttp.ClientSession() as http:
-        async with http.get(web.url + "/events", params={"sender": SESSION}) as stream:
+        async with http.get(web.url + "/events", params={"sender": TOKEN}) as stream:
             events = await read_events(stream, 2)
             assert events == [
                 ("bot", {"recipient_id": SESSION, "text": "Rate us", "buttons": [{"title": "Great", "payload": "/affirm"}]}),
@@ -302,13 +315,15 @@ async def test_direct_calls_keep_buttons_and_images(web):
                 await read_events(stream, 1, timeout=0.5)
 
 
-async def test_event_stream_needs_a_visitor_id(web):
-    assert requests.get(web.url + "/events", params={"sender": "x"}, timeout=10).status_code == 400
+async def test_event_stream_needs_the_visitor_token(web):
+    for sender in ("x", SESSION, SESSION + "." + "f" * 32):
+        refused = requests.get(web.url + "/events", params={"sender": sender}, timeout=10)
+        assert refused.status_code == 403 and "sender" in refused.json()["error"]
 
 
 async def test_proactive_message_to_a_customer_without_a_web_visitor_is_recorded(web, redis):
-    from connectors.outbound import failed_key
+    from threadline import outbound_failures
 
     await push(web, "c_nobody", {"text": "Hello?"})
-    (record,) = [json.loads(item) for item in redis.lrange(failed_key(), 0, -1)]
-    assert record["channel"] == "webchat" and record["body"] == {"text": "Hello?"}
+    (record,) = outbound_failures.pending(redis=redis)
+    assert record.channel == "webchat" and record.message == {"text": "Hello?"}

@@ -14,6 +14,7 @@ import redis as redis_lib
 import requests
 import socketio
 
+from connectors.webchat import visitor_from_token
 from tests.conftest import TEST_SECRETS
 from tests.support.payloads import telegram_headers
 from threadline import identity
@@ -31,6 +32,12 @@ def say(stack, sender: str, text: str):
     return reply.json()
 
 
+def new_visitor(stack):
+    """(visitor id, visitor token) from the web chat's session route."""
+    issued = requests.post(f"{stack.rasa_url}/webhooks/webchat/session", timeout=30).json()
+    return issued["visitor"], issued["sender"]
+
+
 def customer_of(stack, visitor: str) -> str:
     """The customer id the stack's identity index gives a web visitor."""
     client = redis_lib.Redis.from_url(stack.env["REDIS_URL"])
@@ -41,19 +48,19 @@ def customer_of(stack, visitor: str) -> str:
 
 
 def test_order_status_over_rest(stack):
-    visitor = uuid.uuid4().hex
-    (greeting,) = say(stack, visitor, "hi")
+    visitor, token = new_visitor(stack)
+    (greeting,) = say(stack, token, "hi")
     assert greeting["recipient_id"] == visitor
     assert [b["title"] for b in greeting["buttons"]][0] == "Track an order"
     track = greeting["buttons"][0]["payload"]
-    assert "order number" in say(stack, visitor, track)[0]["text"]
-    assert "Order 482913 is **on its way**" in say(stack, visitor, "482913")[0]["text"]
+    assert "order number" in say(stack, token, track)[0]["text"]
+    assert "Order 482913 is **on its way**" in say(stack, token, "482913")[0]["text"]
 
 
 def test_link_code_continues_the_conversation_on_telegram(stack):
-    visitor = uuid.uuid4().hex
-    say(stack, visitor, "hi")
-    (reply,) = say(stack, visitor, "/link_channel")
+    visitor, token = new_visitor(stack)
+    say(stack, token, "hi")
+    (reply,) = say(stack, token, "/link_channel")
     assert "send this message there within 10 minutes" in reply["text"]
     code = re.search(r"LINK (\d{6})", reply["text"]).group(1)
 
@@ -113,11 +120,14 @@ async def test_socketio_conversation_and_a_proactive_message(stack):
         await client.emit("user_uttered", {"message": "482913", "session_id": session})
         assert "Order 482913 is **on its way**" in (await expect("bot_uttered"))["text"]
 
-        customer = customer_of(stack, session)
+        customer = customer_of(stack, visitor_from_token(session))
+        url = f"{stack.rasa_url}/conversations/{customer}/trigger_intent"
+        anonymous = await asyncio.to_thread(requests.post, url, params={"output_channel": "webchat"},
+                                            json={"name": "greet"}, timeout=60)
+        assert anonymous.status_code == 401  # the HTTP API is never anonymous
         triggered = await asyncio.to_thread(
-            requests.post,
-            f"{stack.rasa_url}/conversations/{customer}/trigger_intent",
-            params={"output_channel": "webchat"}, json={"name": "greet"}, timeout=60,
+            requests.post, url, params={"output_channel": "webchat", "token": TEST_SECRETS["RASA_AUTH_TOKEN"]},
+            json={"name": "greet"}, timeout=60,
         )
         assert triggered.status_code == 200, triggered.text
         pushed = await expect("bot_uttered")

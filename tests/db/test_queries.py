@@ -5,7 +5,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from threadline.db import get_engine, queries, session_scope
+from threadline.db import cases, get_engine, queries, session_scope
 from threadline.db.models import Appointment, Availability, Customer, Order
 from threadline.db.seed import seed
 
@@ -78,7 +78,7 @@ def test_cancelled_slot_becomes_free_again():
 
 
 def test_handoff_and_feedback_are_stored():
-    case = queries.record_handoff("c_z", "customer_request", {"task": "checking order 482913"})
-    assert queries.handoff_requests("c_z")[-1]["id"] == case
+    case = cases.record_handoff("c_z", "customer_request", {"task": "checking order 482913"})
+    assert cases.handoff_requests("c_z")[-1]["id"] == case
     queries.record_feedback("c_z", True, None, "troubleshooting:power")
     assert queries.feedback_for("c_z") == [{"helpful": True, "comment": None, "topic": "troubleshooting:power"}]

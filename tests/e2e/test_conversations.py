@@ -2,28 +2,14 @@
 import datetime as dt
 import uuid
 
-import pytest
 import requests
 
+import pytest
+
+from tests.support.web import Chat
 from threadline.db import queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
-
-
-class Chat:
-    """One customer talking to the bot through rasa's REST channel."""
-
-    def __init__(self, stack, sender=None):
-        self.url = f"{stack.rasa_url}/webhooks/rest/webhook"
-        self.sender = sender or f"e2e-{uuid.uuid4().hex[:10]}"
-
-    def say(self, text):
-        reply = requests.post(self.url, json={"sender": self.sender, "message": text}, timeout=60)
-        assert reply.status_code == 200, reply.text
-        return reply.json()
-
-    def say_text(self, text):
-        return " ".join(m.get("text", "") for m in self.say(text))
 
 
 def open_day(days_ahead):
@@ -41,10 +27,12 @@ def test_order_status_with_a_correction(stack):
     assert "order number" in chat.say_text("where is my order?")
     assert "couldn't find order 999999" in chat.say_text("999999")
     answer = chat.say_text("it's 482913")
-    assert "Order 482913 is **on its way**" in answer and "UPS" in answer
-    # The number is remembered: asking for the address needs step-up, not the number again.
-    assert "postal code" in chat.say_text("what address is it going to?")
-    assert "221 Mission Street" in chat.say_text("94105")
+    # An anonymous visitor hears the status; the tracking details need the order's postal code.
+    assert "Order 482913 is **on its way**" in answer and "UPS" not in answer and "postal code" in answer
+    details = chat.say_text("94105")
+    assert "UPS" in details and "1Z999AA10123456784" in details
+    # The number and the step-up are remembered: the address needs neither again.
+    assert "221 Mission Street" in chat.say_text("what address is it going to?")
 
 
 def test_booking_with_a_corrected_time_writes_one_appointment(stack):
@@ -59,7 +47,7 @@ def test_booking_with_a_corrected_time_writes_one_appointment(stack):
     assert "Shall I book" in chat.say_text(f"{day:%B} {day.day} at 2pm")
     done = chat.say_text("yes")
     assert "booked" in done and "14:00" in done
-    booked = queries.upcoming_appointments(chat.sender)
+    booked = queries.upcoming_appointments(chat.customer_id)
     assert [(a.service_type, a.starts_at.hour) for a in booked] == [("repair", 14)]
 
 
@@ -68,8 +56,11 @@ def test_cancelled_booking_and_bad_input_change_nothing(stack):
     chat.say("book an appointment")
     chat.say("installation")
     assert "stopped" in chat.say_text("never mind")
-    assert queries.upcoming_appointments(chat.sender) == []
-    for awkward in ["", "x" * 5000, "🙂🙂🙂", "'; DROP TABLE orders; --", "order 000000"]:
+    assert queries.upcoming_appointments(chat.customer_id) == []
+    for awkward in ["", "x" * 5000]:  # refused by the web chat, saying why
+        refused = requests.post(chat.base + "/webhook", json={"sender": chat.sender, "message": awkward}, timeout=30)
+        assert refused.status_code == 400 and refused.json()["error"]
+    for awkward in ["x" * 4000, "🙂🙂🙂", "'; DROP TABLE orders; --", "order 000000"]:
         replies = chat.say(awkward)
         assert all("Traceback" not in (m.get("text") or "") for m in replies)
     assert queries.get_order("482913") is not None
@@ -82,7 +73,7 @@ def test_troubleshooting_ends_in_feedback(stack):
     assert "Step 2 of" in chat.say_text("no")
     assert "Was this helpful" in chat.say_text("yes that fixed it")
     assert "Thanks for your feedback" in chat.say_text("yes")
-    assert queries.feedback_for(chat.sender) == [{"helpful": True, "comment": None, "topic": "troubleshooting:internet"}]
+    assert queries.feedback_for(chat.customer_id) == [{"helpful": True, "comment": None, "topic": "troubleshooting:internet"}]
 
 
 def test_store_question_in_the_middle_of_a_booking(stack):

@@ -115,7 +115,7 @@ def test_keypad_choice_maps_to_the_button_payload(stack):
 
 
 def test_keypad_zero_transfers_the_call_after_the_case_is_opened(stack):
-    from threadline.db import queries
+    from threadline.db import cases
 
     call = TwilioCall(stack)
     call.ring()
@@ -128,8 +128,8 @@ def test_keypad_zero_transfers_the_call_after_the_case_is_opened(stack):
     # The context package is on the desk before the call connects.
     events = voice.read_events(redis_lib.Redis.from_url(stack.env["REDIS_URL"]), call.sid)
     customer = next(e["customer_id"] for e in events if e.get("customer_id"))
-    cases = queries.handoff_requests(customer)
-    assert cases and cases[-1]["status"] == "queued" and cases[-1]["context"]["reason"]
+    requests_ = cases.handoff_requests(customer)
+    assert requests_ and requests_[-1]["status"] == "queued" and requests_[-1]["context"]["reason"]
 
 
 def test_a_whatsapp_conversation_continues_on_the_phone_with_low_trust(stack):
@@ -149,11 +149,12 @@ def test_a_whatsapp_conversation_continues_on_the_phone_with_low_trust(stack):
     assert "whatsapp" in call.heard.lower()
     assert "order number" in call.heard
     call.press("482913")
-    assert "is on its way" in call.heard
-    # Personal data needs step-up: a caller id is not proof of identity.
-    call.say("what address is it going to")
-    assert "postal code" in call.heard
+    # The status, but not the tracking details: a caller id is not proof of identity.
+    assert "is on its way" in call.heard and "postal code" in call.heard and "UPS" not in call.heard
     call.press("94105")
+    assert "UPS" in call.heard
+    # Step-up holds for the rest of this call: the address needs no second proof.
+    call.say("what address is it going to")
     assert "221 Mission Street" in call.heard
 
 

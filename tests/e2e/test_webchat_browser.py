@@ -148,25 +148,26 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def scripted(monkeypatch, tmp_path):
-    """Rasa's app (CORS on, as `make run` has it) with the web chat and the scripted bot."""
+@contextlib.contextmanager
+def scripted_server(monkeypatch, tmp_path, origin):
+    """Rasa's app with the web chat and the scripted bot; CORS allows ``origin`` only, as `make run` would."""
     from rasa.core.run import configure_app
     from sanic import Sanic
 
     from connectors.webchat import WebchatInput
     from tests.connectors.harness import EchoAgent, ServerThread
-    from threadline import redis_client
+    from threadline import redis_client, settings
 
     monkeypatch.setenv("THREADLINE_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("THREADLINE_KEY_PREFIX", "tlbrowser" + uuid.uuid4().hex[:8])
     monkeypatch.setenv("WEBCHAT_IDENTITY_SECRET", SECRET)
     monkeypatch.setenv("WEBCHAT_TELEGRAM_BOT", "ThreadlineBot")
     monkeypatch.setenv("WEBCHAT_WHATSAPP_NUMBER", "+1 415 555 0100")
-    (tmp_path / "var").mkdir()
+    monkeypatch.setenv("THREADLINE_CORS_ORIGINS", origin)
+    (tmp_path / "var").mkdir(exist_ok=True)
     Sanic.test_mode = True
     channel = WebchatInput.from_credentials({"identity_secret_env": "WEBCHAT_IDENTITY_SECRET"})
-    app = configure_app([channel], cors="*", enable_api=False)
+    app = configure_app([channel], cors=settings.get().cors_origins, enable_api=False)
     app.ctx.agent = EchoAgent(scripted_bot)
     server = ServerThread(app).start()
     try:
@@ -176,25 +177,27 @@ def scripted(monkeypatch, tmp_path):
         redis_client.stop_embedded()
 
 
-def host_page(directory, widget_url, ref, signature):
+def host_page(directory, widget_url, ref, signature, expires):
     (directory / "index.html").write_text(f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Acme</title>
 <style>body {{ font: 18px Georgia, serif; color: #333; }} button {{ color: red; }}</style></head>
 <body><h1>Acme Store</h1><p>Your account.</p>
-<script src="{widget_url}" data-customer-ref="{ref}" data-signature="{signature}" defer></script>
+<script src="{widget_url}" data-customer-ref="{ref}" data-signature="{signature}"
+        data-signature-expires="{expires}" defer></script>
 </body></html>""")
 
 
-def test_widget_embedded_on_another_site(scripted, browser, page_errors, tmp_path):
+def test_widget_embedded_on_another_site(monkeypatch, browser, page_errors, tmp_path):
+    import time
+
     from threadline import identity
 
-    server, channel = scripted
     site = tmp_path / "site"
     site.mkdir()
-    signature = identity.sign_web_identity("cust-42", SECRET)
-    host_page(site, f"{server.url}/webhooks/webchat/widget.js", "cust-42", signature)
-
-    with serve_directory(site) as origin:
+    with serve_directory(site) as origin, scripted_server(monkeypatch, tmp_path, origin) as (server, channel):
+        expires = int(time.time()) + 3600
+        signature = identity.sign_web_identity("cust-42", SECRET, expires)
+        host_page(site, f"{server.url}/webhooks/webchat/widget.js", "cust-42", signature, expires)
         page = new_page(browser, page_errors, viewport={"width": 1280, "height": 800})
         page.goto(origin + "/index.html")
         launcher = page.get_by_role("button", name="Open chat")
@@ -245,6 +248,7 @@ def test_widget_embedded_on_another_site(scripted, browser, page_errors, tmp_pat
 
         # Logging out (reset) starts a new anonymous conversation.
         before = page.evaluate("ThreadlineChat.visitorId()")
+        assert before and len(before) == 32
         page.evaluate("ThreadlineChat.reset()")
         assert page.evaluate("ThreadlineChat.visitorId()") != before
         assert page.locator(".tl-msg").count() == 0

@@ -14,7 +14,7 @@ import redis
 
 from rasa.shared.core.domain import Domain
 
-from threadline import redis_client
+from threadline import redis_client, settings
 
 TEST_DB = 15
 
@@ -32,6 +32,7 @@ def _with_db(url: str, db: int) -> str:
 def _var_dir(path: str):
     old = os.environ.get("THREADLINE_VAR_DIR")
     os.environ["THREADLINE_VAR_DIR"] = path
+    settings.reload()
     try:
         yield
     finally:
@@ -39,6 +40,7 @@ def _var_dir(path: str):
             os.environ.pop("THREADLINE_VAR_DIR", None)
         else:
             os.environ["THREADLINE_VAR_DIR"] = old
+        settings.reload()
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,8 @@ class Customer(Base):
     name = Column(String(120), nullable=False)
     email = Column(String(254), unique=True, nullable=False)
     phone = Column(String(20), unique=True, nullable=True)  # E.164
+    # The website's own id for the customer: what a signed web identity names.
+    external_ref = Column(String(64), unique=True, nullable=True)
     orders = relationship("Order", back_populates="customer")
 
 
@@ -71,6 +73,8 @@ class Appointment(Base):
     starts_at = Column(DateTime, nullable=False, index=True)
     status = Column(String(16), nullable=False, default="booked")  # booked|cancelled
     contact_email = Column(String(254), nullable=True)
+    # The channel identity (an opaque hash) that booked it: it may manage it without step-up.
+    booked_by = Column(String(64), nullable=True)
     created_at = Column(DateTime, nullable=False, default=utcnow)
     updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
 

@@ -17,9 +17,12 @@ OPEN_DAYS = range(0, 6)  # Monday to Saturday
 HORIZON_DAYS = 60
 
 DEMO_CUSTOMERS = [
-    {"id": 1, "name": "Jane Doe", "email": "jane.doe@example.com", "phone": "+15550100200"},
-    {"id": 2, "name": "Omar Haddad", "email": "omar@example.com", "phone": "+447700900123"},
-    {"id": 3, "name": "Mei Lin", "email": "mei.lin@example.com", "phone": "+15550100300"},
+    {"id": 1, "name": "Jane Doe", "email": "jane.doe@example.com", "phone": "+14155550100",
+     "external_ref": "shop-1001"},
+    {"id": 2, "name": "Omar Haddad", "email": "omar@example.com", "phone": "+447400123456",
+     "external_ref": "shop-1002"},
+    {"id": 3, "name": "Mei Lin", "email": "mei.lin@example.com", "phone": "+12125550143",
+     "external_ref": "shop-1003"},
 ]
 
 

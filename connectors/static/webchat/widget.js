@@ -7,7 +7,8 @@
  *
  * Options, as data- attributes on that tag or passed to ThreadlineChat.init({...}):
  *   data-customer-ref / customerRef   the logged-in customer's reference ...
- *   data-signature    / signature     ... and its HMAC from your backend (signed identity)
+ *   data-signature    / signature     ... and its HMAC from your backend (signed identity) ...
+ *   data-signature-expires / signatureExpires   ... and the unix time it expires (signed with it)
  *   data-title        / title         header title (default: the server's)
  *   data-mode         / mode          "bubble" (floating, default) or "page" (fills the page)
  *   data-open         / open          "true" to start open
@@ -18,8 +19,9 @@
  * starts a new anonymous conversation), .visitorId().
  *
  * Talks REST (POST webhook) and listens to server-sent events (GET events) for messages the
- * bot sends on its own. Everything the bot says is rendered with DOM text nodes: no HTML
- * from the server is ever interpreted.
+ * bot sends on its own. The server issues the visitor's token (POST session) on first use;
+ * it is kept in localStorage and proves this browser holds its conversation. Everything
+ * the bot says is rendered with DOM text nodes: no HTML from the server is ever interpreted.
  */
 (function () {
   "use strict";
@@ -29,7 +31,7 @@
   }
 
   var script = document.currentScript;
-  var STORAGE_KEY = "threadline-chat:v1";
+  var STORAGE_KEY = "threadline-chat:v2";
   var HISTORY_LIMIT = 100;
   var LINK_CODE_RE = /\bLINK (\d{6})\b/;
   var RETRY_DELAYS_MS = [800, 2000];
@@ -336,7 +338,6 @@
     closeChoices();
     addEntry({ from: "user", text: shownAs || text });
     var body = {
-      sender: state.store.visitorId,
       message: text,
       message_id: randomId(),
       metadata: { locale: navigator.language || null },
@@ -344,13 +345,36 @@
     if (state.store.ref && state.signature) {
       body.customer_ref = state.store.ref;
       body.signature = state.signature;
+      body.expires = state.signatureExpires;
     }
     enqueue(body);
-    connectEvents();
+  }
+
+  /** The visitor token, asked from the server the first time (a promise). */
+  function ensureVisitor() {
+    if (state.store.visitorToken) return Promise.resolve(state.store.visitorToken);
+    return fetch(state.base + (state.config.session_path || "session"), { method: "POST" })
+      .then(function (res) {
+        if (!res.ok) throw new Error("HTTP " + res.status);
+        return res.json();
+      })
+      .then(function (issued) {
+        state.store.visitorToken = issued.sender;
+        save();
+        return issued.sender;
+      });
   }
 
   function enqueue(body) {
-    state.queue = state.queue.then(function () { return post(body, 0); });
+    state.queue = state.queue.then(function () {
+      return ensureVisitor().then(function (token) {
+        body.sender = token;
+        connectEvents();
+        return post(body, 0);
+      }, function () {
+        addEntry({ from: "notice", text: "We couldn't reach the chat service." });
+      });
+    });
   }
 
   function setPending(delta) {
@@ -421,8 +445,8 @@
   // ------------------------------------------------------------ live events
 
   function connectEvents() {
-    if (state.events || !window.EventSource || !state.store.visitorId) return;
-    var source = new EventSource(state.base + "events?sender=" + encodeURIComponent(state.store.visitorId));
+    if (state.events || !window.EventSource || !state.store.visitorToken) return;
+    var source = new EventSource(state.base + "events?sender=" + encodeURIComponent(state.store.visitorToken));
     source.addEventListener("bot", function (event) {
       try {
         addBotMessage(JSON.parse(event.data));
@@ -532,7 +556,7 @@
     renderChrome();
     renderLog();
     if (mode === "page" || state.store.open || state.options.open) open();
-    if (state.store.history.length) connectEvents();
+    if (state.store.history.length && state.store.visitorToken) connectEvents();
   }
 
   function loadConfig() {
@@ -552,22 +576,22 @@
     return base.charAt(base.length - 1) === "/" ? base : base + "/";
   }
 
-  function applyIdentity(ref, signature) {
+  function applyIdentity(ref, signature, expires) {
     var store = state.store;
     ref = ref || null;
     if (store.ref && store.ref !== ref) {
       // Someone else logged in, or the customer logged out: never show them this conversation.
       startOver();
     }
-    if (!store.visitorId) store.visitorId = randomId();
     store.ref = ref;
     state.signature = ref ? signature || null : null;
+    state.signatureExpires = ref && expires ? Number(expires) : null;
     save();
   }
 
   function startOver() {
     disconnectEvents();
-    state.store = { visitorId: randomId(), ref: null, history: [], open: state.store && state.store.open };
+    state.store = { visitorToken: null, ref: null, history: [], open: state.store && state.store.open };
     state.retries = {};
     save();
     renderLog();
@@ -585,7 +609,7 @@
     Object.keys(options).forEach(function (key) {
       if (options[key] !== undefined) state.options[key] = options[key];
     });
-    applyIdentity(state.options.customerRef, state.options.signature);
+    applyIdentity(state.options.customerRef, state.options.signature, state.options.signatureExpires);
     if (state.started) {
       renderChrome();
       return api;
@@ -604,6 +628,7 @@
     var options = {
       customerRef: data.customerRef,
       signature: data.signature,
+      signatureExpires: data.signatureExpires,
       title: data.title,
       mode: data.mode,
       open: data.open === "true",
@@ -619,8 +644,16 @@
     open: open,
     close: close,
     send: function (text) { open(); send(text); },
-    reset: function () { state.options.customerRef = null; state.options.signature = null; startOver(); },
-    visitorId: function () { return state.store && state.store.visitorId; },
+    reset: function () {
+      state.options.customerRef = null;
+      state.options.signature = null;
+      state.options.signatureExpires = null;
+      startOver();
+    },
+    visitorId: function () {
+      var token = state.store && state.store.visitorToken;
+      return token ? token.split(".")[0] : null;
+    },
   };
   window.ThreadlineChat = api;
   state.options = optionsFromScript(); // init() options override the tag's

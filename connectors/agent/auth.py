@@ -5,14 +5,15 @@
 * A session is a random id stored in Redis (``{prefix}:desk:session:{sha256(id)}``,
   expiring after ``AGENT_SESSION_HOURS``, default 12), so signing out ends it on
   every rasa instance. The cookie carries the id and its HMAC under
-  ``AGENT_SESSION_SECRET`` (random per process when unset: sessions then do not
-  survive a restart and cannot be shared between instances). It is HttpOnly,
-  SameSite=Strict, scoped to the desk's path, and Secure behind HTTPS.
+  ``AGENT_SESSION_SECRET`` (derived from the secret key when unset, so every
+  instance of one deployment agrees). It is HttpOnly, SameSite=Strict, scoped
+  to the desk's path, and Secure behind HTTPS (through a trusted proxy too).
 * Every POST carries the session's CSRF token (form field ``csrf`` or header
   ``X-CSRF-Token``). The sign-in form itself is protected by a token bound to
   a pre-session cookie, so nobody can sign a browser in as someone else.
-* Failed sign-ins are counted per client address in Redis; after
-  ``LOGIN_FAILURE_LIMIT`` within ``LOGIN_FAILURE_WINDOW`` seconds, sign-in is refused.
+* Failed sign-ins are counted per client address (behind trusted proxies,
+  the forwarded one) in Redis; after ``LOGIN_FAILURE_LIMIT`` within
+  ``LOGIN_FAILURE_WINDOW`` seconds, sign-in is refused from that address.
 """
 import hashlib
 import hmac
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from threadline import settings
+from threadline.keys import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +89,9 @@ class SessionStore:
     """Sessions in Redis, and the signed cookie that names them."""
 
     def __init__(self, secret: Optional[str] = None, redis: Any = None) -> None:
-        configured = secret or settings.env("AGENT_SESSION_SECRET")
-        if not configured:
-            logger.warning("AGENT_SESSION_SECRET is not set: desk sessions end when this server restarts")
-        self._secret = (configured or secrets.token_hex(32)).encode("utf-8")
+        self._secret = (secret or settings.get().secret("agent_session_secret")).encode("utf-8")
         self._redis = redis
-        self.ttl = int(float(settings.env("AGENT_SESSION_HOURS", "12")) * 3600)
+        self.ttl = int(settings.get().number("AGENT_SESSION_HOURS") * 3600)
 
     def redis(self) -> Any:
         """The Redis client (the shared one unless one was injected)."""
@@ -103,8 +102,7 @@ class SessionStore:
         return get_client()
 
     def _key(self, session_id: str) -> str:
-        prefix = settings.env("THREADLINE_KEY_PREFIX", "threadline") or "threadline"
-        return f"{prefix}:desk:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
+        return Keys().desk_session(hashlib.sha256(session_id.encode()).hexdigest())
 
     def sign(self, value: str) -> str:
         """HMAC-SHA256 of ``value`` under the session secret, hex."""
@@ -126,7 +124,7 @@ class SessionStore:
         if not cookie or "." not in cookie:
             return None
         session_id, _, signature = cookie.rpartition(".")
-        if not hmac.compare_digest(signature.encode(), self.sign(session_id).encode()):
+        if not signature.isascii() or not hmac.compare_digest(signature.encode(), self.sign(session_id).encode()):
             return None
         raw = self.redis().get(self._key(session_id))
         if raw is None:
@@ -144,7 +142,8 @@ class SessionStore:
 
     def login_token_ok(self, nonce: Optional[str], given: Optional[str]) -> bool:
         """Whether a sign-in form came with the token of the browser's pre-session cookie."""
-        return bool(nonce and given) and hmac.compare_digest(given.encode(), self.login_token(nonce).encode())
+        return bool(nonce and given) and given.isascii() and hmac.compare_digest(
+            given.encode(), self.login_token(nonce).encode())
 
     def failures(self, client: str) -> int:
         """Failed sign-ins from ``client`` in the current window (blocking)."""
@@ -159,10 +158,9 @@ class SessionStore:
         pipe.execute()
 
     def _failure_key(self, client: str) -> str:
-        prefix = settings.env("THREADLINE_KEY_PREFIX", "threadline") or "threadline"
-        return f"{prefix}:desk:fail:{self.sign('client:' + client)[:32]}"
+        return Keys().limit("desk-fail", self.sign("client:" + client)[:32])
 
 
 def csrf_ok(session: Session, given: Optional[str]) -> bool:
     """Whether a POST carries the session's CSRF token."""
-    return bool(given) and hmac.compare_digest(given.encode(), session.csrf.encode())
+    return bool(given) and given.isascii() and hmac.compare_digest(given.encode(), session.csrf.encode())

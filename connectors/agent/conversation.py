@@ -27,7 +27,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from connectors import registry
 from connectors.base import run_sync
 from threadline import identity
-from threadline.db.queries import CaseInfo
+from threadline.db.cases import CaseInfo
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from rasa.shared.core.events import (
     UserUttered,
 )
 
-from threadline.db.queries import CaseInfo
+from threadline.db.cases import CaseInfo
 from threadline.handoff import reason_label
 
 

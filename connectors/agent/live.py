@@ -10,7 +10,7 @@ Two sources publish on the Redis channel ``threadline.handoff.desk_channel()``:
 Rasa's tracker store hands each new event to its event broker. The desk
 attaches ``DeskEventBroker`` at server start (keeping any broker
 endpoints.yml configured, in a ``TeeBroker``), or it can be configured there
-directly: ``event_broker: {type: connectors.agent_live.DeskEventBroker}``.
+directly: ``event_broker: {type: connectors.agent.live.DeskEventBroker}``.
 Going through Redis keeps every rasa instance's desk up to date, whichever
 instance handled the message.
 
@@ -60,7 +60,7 @@ class DeskEventBroker(EventBroker):
 
     @classmethod
     async def from_endpoint_config(cls, broker_config: Any, event_loop: Any = None) -> "DeskEventBroker":
-        """Built by Rasa from ``event_broker: {type: connectors.agent_live.DeskEventBroker}``."""
+        """Built by Rasa from ``event_broker: {type: connectors.agent.live.DeskEventBroker}``."""
         return cls()
 
     def publish(self, event: Dict[str, Any]) -> None:
@@ -165,10 +165,10 @@ class DeskHub:
 
     async def refresh(self) -> None:
         """Rebuild the open-case index from the database."""
-        from threadline.db import queries
+        from threadline.db import cases
 
-        cases = await asyncio.to_thread(queries.list_cases)
-        self.open_cases = {case.customer_ref: handoff.summary(case) for case in cases}
+        listed = await asyncio.to_thread(cases.list_cases)
+        self.open_cases = {case.customer_ref: handoff.summary(case) for case in listed}
 
     async def _listen(self) -> None:
         import redis.asyncio as aioredis

@@ -8,8 +8,8 @@ credentials.yml::
 ``tokens_env`` names the environment variable with the agents' tokens
 (``"alice:token-a,bob:token-b"``); unset or empty, the desk is still served but
 refuses every sign-in and says why. Sessions, cookies and CSRF: see
-``connectors.agent_auth``; live updates: ``connectors.agent_live``; what the
-desk does to a conversation: ``connectors.agent_conversation``.
+``connectors.agent.auth``; live updates: ``connectors.agent.live``; what the
+desk does to a conversation: ``connectors.agent.conversation``.
 
 Routes (all but ``/health``, ``/login`` and ``/static`` need a signed-in agent:
 401 otherwise, with the sign-in form as the page; a case another agent owns
@@ -41,8 +41,8 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors import agent_views as views
-from connectors.agent_auth import (
+from connectors.agent import views
+from connectors.agent.auth import (
     CSRF_FIELD,
     CSRF_HEADER,
     LOGIN_COOKIE,
@@ -53,16 +53,19 @@ from connectors.agent_auth import (
     SessionStore,
     csrf_ok,
 )
-from connectors.agent_conversation import Conversation, DeliveryError
-from connectors.agent_live import DeskHub, attach_broker, sse
+from connectors.agent.conversation import Conversation, DeliveryError
+from connectors.agent.live import DeskHub, attach_broker, sse
+from connectors import server
 from connectors.base import run_sync
 from threadline import handoff, settings
-from threadline.db import queries
-from threadline.db.queries import CaseConflict, CaseInfo
+from threadline.keys import Keys
+from threadline.limits import Budget
+from threadline.db import cases
+from threadline.db.cases import CaseConflict, CaseInfo
 
 logger = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).resolve().parent / "static" / "agent"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "agent"
 REPLY_LIMIT = 4000
 HEARTBEAT_SECONDS = 15
 SECURITY_HEADERS = {
@@ -101,7 +104,8 @@ class AgentDeskInput(InputChannel):
     def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> "AgentDeskInput":
         """Read the agents from the variable ``tokens_env`` names (default ``AGENT_TOKENS``)."""
         variable = (credentials or {}).get("tokens_env") or "AGENT_TOKENS"
-        directory = AgentDirectory(settings.env(variable), variable)
+        directory = AgentDirectory(settings.get().get_raw(variable) if variable in settings.VARIABLES else None,
+                                   variable)
         if not directory.enabled:
             logger.warning("agent desk: %s is not set; every sign-in will be refused", variable)
         return cls(directory)
@@ -111,6 +115,7 @@ class AgentDeskInput(InputChannel):
         self.directory = directory
         self.sessions = sessions or SessionStore()
         self.hub = hub or DeskHub()
+        self.sign_in_budget = Budget("desk-sign-in", settings.get().integer("RATE_LIMIT_SIGN_IN"), 60)
 
     # ------------------------------------------------------------------ helpers
 
@@ -139,7 +144,7 @@ class AgentDeskInput(InputChannel):
 
         ``agent`` None skips the ownership check.
         """
-        case = await run_sync(queries.get_case, case_id)
+        case = await run_sync(cases.get_case, case_id)
         if case is None:
             raise Refusal(404, f"There is no case #{case_id}.")
         if agent is not None and case.agent not in (None, agent):
@@ -174,8 +179,8 @@ class AgentDeskInput(InputChannel):
         cookie["httponly"] = True
         cookie["samesite"] = "Strict"
         cookie["max-age"] = max_age
-        secure = settings.env("AGENT_COOKIE_SECURE")
-        if secure == "1" or (secure is None and request.scheme == "https"):
+        secure = settings.get().get_raw("AGENT_COOKIE_SECURE")
+        if secure == "1" or (secure is None and (settings.get().production or server.request_scheme(request) == "https")):
             cookie["secure"] = True
 
     def done(self, request: Request, case: CaseInfo, message: str) -> HTTPResponse:
@@ -231,16 +236,16 @@ class AgentDeskInput(InputChannel):
         @guarded
         async def queue_page(request: Request) -> HTTPResponse:
             session = await self.session(request)
-            cases = await run_sync(queries.list_cases)
-            return response.html(views.queue_page(cases, agent=session.agent, csrf=session.csrf,
+            open_cases = await run_sync(cases.list_cases)
+            return response.html(views.queue_page(open_cases, agent=session.agent, csrf=session.csrf,
                                                   base=self.base(request)))
 
         @blueprint.route("/queue", methods=["GET"])
         @guarded
         async def queue_fragment(request: Request) -> HTTPResponse:
             session = await self.session(request)
-            cases = await run_sync(queries.list_cases)
-            return response.html(views.queue_rows(cases, session.agent, self.base(request)))
+            open_cases = await run_sync(cases.list_cases)
+            return response.html(views.queue_rows(open_cases, session.agent, self.base(request)))
 
         @blueprint.route("/login", methods=["GET"])
         async def login_form(request: Request) -> HTTPResponse:
@@ -302,9 +307,12 @@ class AgentDeskInput(InputChannel):
         """Check the sign-in form; on success start a session and go to the queue."""
         if not self.directory.enabled:
             return self.login_response(request, 403)
-        client = request.remote_addr or request.ip or "unknown"
-        if await run_sync(self.sessions.failures, client) >= LOGIN_FAILURE_LIMIT:
-            return self.login_response(request, 429, "Too many failed sign-ins. Wait a few minutes and try again.")
+        client = server.client_address(request)
+        attempts = await run_sync(self.sign_in_budget.hit, self.sessions.redis(), Keys(), client)
+        if not attempts.allowed or await run_sync(self.sessions.failures, client) >= LOGIN_FAILURE_LIMIT:
+            result = self.login_response(request, 429, "Too many sign-in attempts. Wait a few minutes and try again.")
+            result.headers.update(server.retry_after_headers(attempts.retry_after or 60))
+            return result
         form = request.form or {}
         if not self.sessions.login_token_ok(request.cookies.get(LOGIN_COOKIE), form.get(CSRF_FIELD)):
             return self.login_response(request, 403, "The sign-in form expired. Please try again.")
@@ -324,7 +332,7 @@ class AgentDeskInput(InputChannel):
     async def accept(self, request: Request, session: Session, case: CaseInfo) -> Tuple[CaseInfo, str]:
         """Take the case (one agent wins); the bot pauses."""
         try:
-            case = await run_sync(queries.accept_case, case.id, session.agent)
+            case = await run_sync(cases.accept_case, case.id, session.agent)
         except CaseConflict as conflict:
             raise Refusal(409, _conflict_message(conflict.case, session.agent)) from conflict
         await Conversation(request.app, case.customer_ref).take_over(case)
@@ -364,7 +372,7 @@ class AgentDeskInput(InputChannel):
                      note: str) -> Tuple[CaseInfo, str]:
         was_paused = case.status == "accepted"
         try:
-            closed = await run_sync(queries.close_case, case.id, session.agent, outcome, note)
+            closed = await run_sync(cases.close_case, case.id, session.agent, outcome, note)
         except CaseConflict as conflict:
             raise Refusal(409, _conflict_message(conflict.case, session.agent)) from conflict
         await Conversation(request.app, closed.customer_ref).give_back(closed, was_paused)
@@ -378,8 +386,9 @@ class AgentDeskInput(InputChannel):
         session = await self.session(request)
         case = None
         if request.args.get("case") is not None:
-            if not request.args.get("case").isdigit():
-                raise Refusal(400, "case must be a number")
+            value = request.args.get("case")
+            if not (value.isascii() and value.isdigit()) or len(value) > 12:
+                raise Refusal(400, "case must be a case number")
             case = await self.case_for(int(request.args.get("case")), session.agent)
         attach_broker(getattr(request.app.ctx, "agent", None))
         await self.hub.start()

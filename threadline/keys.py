@@ -1,0 +1,189 @@
+"""Every Redis key Threadline uses, named in one place.
+
+``Keys(prefix)`` builds them; ``LAYOUT`` documents them (the README's Redis
+layout is generated from it with ``python -m threadline.keys --markdown`` and a
+test keeps the two in step, and another that no module spells a key itself).
+``{p}`` is ``THREADLINE_KEY_PREFIX``; ``h(x)`` is the HMAC of ``x`` under the
+identity pepper, so no key names a phone number or platform user id.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import List, Optional
+
+from threadline import settings as settings_module
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One key (or family of keys): its pattern, Redis type, lifetime and meaning."""
+
+    pattern: str
+    type: str
+    ttl: str
+    meaning: str
+    area: str
+
+
+LAYOUT: List[KeySpec] = [
+    # conversations
+    KeySpec("{p}:tracker:ev:{customer}", "list", "retention", "the conversation's events, append-only, as JSON", "conversation"),
+    KeySpec("{p}:tracker:ss:{customer}", "list", "retention", "offsets where each session starts", "conversation"),
+    KeySpec("{p}:tracker:dg:{customer}", "set", "retention", "digests of the stored events (no event is stored twice)", "conversation"),
+    KeySpec("{p}:lock:{customer}", "hash", "lock lifetime", "the conversation's ticket lock (issued and released atomically)", "conversation"),
+    # identity
+    KeySpec("{p}:id:ch:{channel}:{h(user)}", "hash", "none", "one channel identity: `cid`, `trust`, `origin`, `owner`", "identity"),
+    KeySpec("{p}:id:phone:{h(e164)}", "string", "none", "verified phone number -> customer id", "identity"),
+    KeySpec("{p}:id:webref:{h(ref)}", "string", "none", "signed web identity -> customer id", "identity"),
+    KeySpec("{p}:id:cust:{customer}", "hash", "none", "the customer: `addr:{channel}` -> user id, `last_channel`, `webref`", "identity"),
+    KeySpec("{p}:id:cust:{customer}:idx", "set", "none", "the index keys naming this customer (re-pointed on a merge)", "identity"),
+    KeySpec("{p}:id:code:{h(code)}", "string", "10 min", "a live link code -> `customer|trust|channel|user`", "identity"),
+    KeySpec("{p}:id:pending:{id}", "string", "10 min", "a link waiting for the customer's confirmation on their verified channel", "identity"),
+    KeySpec("{p}:id:owner:{h(identifier)}", "string", "1 h", "business customer with this verified phone or web ref (cache)", "identity"),
+    KeySpec("{p}:id:owner-of:{h(channel:user)}", "string", "none", "business customer a channel identity proved to be (phone, confirmed link)", "identity"),
+    # budgets and limits
+    KeySpec("{p}:limit:{name}:{h(subject)}", "string", "its window", "a counter of one rate limit or failure budget", "limits"),
+    KeySpec("{p}:stepup:{h(channel:user)}:{record}", "string", "30 min or the call", "step-up passed for one order or appointment by one channel identity", "limits"),
+    KeySpec("{p}:stepup:lock:{record}", "string", "`STEPUP_LOCK_SECONDS`", "step-up locked for a record after too many wrong answers", "limits"),
+    # delivery
+    KeySpec("{p}:dedupe:{channel}:{message id}", "string", "`DEDUPE_TTL_SECONDS`", "`done` once the turn is stored; `lease:<t>` while it is being processed", "delivery"),
+    KeySpec("{p}:payload:{channel}:{digest}", "string", "30 days", "a button payload too long for the platform", "delivery"),
+    KeySpec("{p}:outbound:failed", "sorted set", "`OUTBOUND_FAILED_TTL_DAYS`", "undelivered messages by time, for `make replay-failed`", "delivery"),
+    KeySpec("{p}:outbound:failed:{id}", "string", "`OUTBOUND_FAILED_TTL_DAYS`", "one undelivered message (customer, channel, response; no address)", "delivery"),
+    KeySpec("{p}:whatsapp:window:{customer}", "string", "24 h", "exists while WhatsApp's customer-service window is open", "delivery"),
+    KeySpec("{p}:whatsapp:choices:{customer}", "hash", "24 h", "numbered options offered as text -> payloads", "delivery"),
+    KeySpec("{p}:whatsapp:status:{wamid}", "hash", "7 days", "delivery statuses of one of our WhatsApp messages", "delivery"),
+    KeySpec("{p}:webchat:offered:{customer}", "set", "24 h", "button payloads the web chat offered (typed `/payload` accepted)", "delivery"),
+    KeySpec("{p}:webchat:outbox:{visitor}", "list", "7 days", "bot messages waiting for a visitor who is not connected", "delivery"),
+    KeySpec("{p}:webchat:replies:{message id}", "string", "10 min", "replies to a REST message, replayed to a client's retry", "delivery"),
+    # voice
+    KeySpec("{p}:voice:call:{channel}:{call id}", "hash", "6 h", "one call: customer, turn, last prompt, no-input count, statuses", "voice"),
+    KeySpec("{p}:voice:choices:{channel}:{call id}", "hash", "1 h", "keypad digit or spoken title -> payload", "voice"),
+    KeySpec("{p}:voice:events", "stream", "100k entries", "call-quality events of every call", "voice"),
+    KeySpec("{p}:voice:live:{customer}", "string", "the call", "the call a customer is on now (agent messages are spoken there)", "voice"),
+    KeySpec("{p}:prefetch:{customer}", "string", "`PREFETCH_TTL_SECONDS`", "lookups made while a call starts", "voice"),
+    # desk
+    KeySpec("{p}:desk", "pub/sub channel", "-", "case changes and conversation events for every desk", "desk"),
+    KeySpec("{p}:desk:session:{sha256(id)}", "string", "`AGENT_SESSION_HOURS`", "one signed-in agent", "desk"),
+]
+
+
+class Keys:
+    """Builds the keys of ``LAYOUT`` under one prefix."""
+
+    def __init__(self, prefix: Optional[str] = None) -> None:
+        self.prefix = prefix or settings_module.get().key_prefix
+
+    def _k(self, *parts: object) -> str:
+        return ":".join((self.prefix,) + tuple(str(part) for part in parts))
+
+    # conversations
+    def tracker(self, kind: str, customer_id: str) -> str:
+        """``{p}:tracker:{ev|ss|dg}:{customer}``."""
+        return self._k("tracker", kind, customer_id)
+
+    def tracker_prefix(self) -> str:
+        """``{p}:tracker:``, what tracker keys start with."""
+        return self._k("tracker") + ":"
+
+    def lock_prefix(self) -> str:
+        """``{p}:lock:``, what lock keys start with."""
+        return self._k("lock") + ":"
+
+    # identity (``hashed`` parts are already HMACs)
+    def identity(self, *parts: str) -> str:
+        """``{p}:id:...``."""
+        return self._k("id", *parts)
+
+    def identity_prefix(self) -> str:
+        """``{p}:id:``."""
+        return self._k("id") + ":"
+
+    # limits
+    def limit(self, name: str, hashed_subject: str) -> str:
+        """``{p}:limit:{name}:{h(subject)}``."""
+        return self._k("limit", name, hashed_subject)
+
+    def stepup(self, hashed_identity: str, record: str) -> str:
+        """``{p}:stepup:{h(channel:user)}:{record}``."""
+        return self._k("stepup", hashed_identity, record)
+
+    def stepup_lock(self, record: str) -> str:
+        """``{p}:stepup:lock:{record}``."""
+        return self._k("stepup", "lock", record)
+
+    # delivery
+    def dedupe(self, channel: str, message_id: str) -> str:
+        """``{p}:dedupe:{channel}:{message id}``."""
+        return self._k("dedupe", channel, message_id)
+
+    def payload(self, channel: str, digest: str) -> str:
+        """``{p}:payload:{channel}:{digest}``."""
+        return self._k("payload", channel, digest)
+
+    def outbound_failed(self) -> str:
+        """``{p}:outbound:failed``."""
+        return self._k("outbound", "failed")
+
+    def outbound_failed_item(self, item_id: str) -> str:
+        """``{p}:outbound:failed:{id}``."""
+        return self._k("outbound", "failed", item_id)
+
+    def whatsapp(self, kind: str, ident: str) -> str:
+        """``{p}:whatsapp:{window|choices|status}:{id}``."""
+        return self._k("whatsapp", kind, ident)
+
+    def webchat(self, kind: str, ident: str) -> str:
+        """``{p}:webchat:{offered|outbox|replies}:{id}``."""
+        return self._k("webchat", kind, ident)
+
+    # voice
+    def voice_call(self, channel: str, call_id: str) -> str:
+        """``{p}:voice:call:{channel}:{call id}``."""
+        return self._k("voice", "call", channel, call_id)
+
+    def voice_choices(self, channel: str, call_id: str) -> str:
+        """``{p}:voice:choices:{channel}:{call id}``."""
+        return self._k("voice", "choices", channel, call_id)
+
+    def voice_events(self) -> str:
+        """``{p}:voice:events``."""
+        return self._k("voice", "events")
+
+    def voice_live(self, customer_id: str) -> str:
+        """``{p}:voice:live:{customer}``."""
+        return self._k("voice", "live", customer_id)
+
+    def prefetch(self, customer_id: str) -> str:
+        """``{p}:prefetch:{customer}``."""
+        return self._k("prefetch", customer_id)
+
+    # desk
+    def desk_channel(self) -> str:
+        """``{p}:desk``."""
+        return self._k("desk")
+
+    def desk_session(self, digest: str) -> str:
+        """``{p}:desk:session:{sha256(id)}``."""
+        return self._k("desk", "session", digest)
+
+
+def keys() -> Keys:
+    """Keys under the configured prefix."""
+    return Keys()
+
+
+def markdown_table() -> str:
+    """The README's Redis layout."""
+    lines = ["| Key | Type | Lifetime | What it holds |", "| --- | --- | --- | --- |"]
+    for spec in LAYOUT:
+        lines.append(f"| `{spec.pattern}` | {spec.type} | {spec.ttl} | {spec.meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(markdown_table())
+    else:
+        print("usage: python -m threadline.keys --markdown")
