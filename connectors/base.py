@@ -52,23 +52,20 @@ collector for synchronous channels) and ``build_response``.
 from __future__ import annotations
 
 import asyncio
-import copy
 import hmac
 import inspect
 import json
 import logging
 import uuid
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional
 
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from rasa.shared.constants import INTENT_MESSAGE_PREFIX
-from rasa.shared.exceptions import RasaException
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors import linking, registry, server
+from connectors import dedupe, linking, server
 from connectors.delivery import (  # noqa: F401 (re-exported: the connector interface)
     KIND_BUTTON,
     KIND_CONTACT,
@@ -83,38 +80,23 @@ from connectors.delivery import (  # noqa: F401 (re-exported: the connector inte
     Inbound,
     Outcome,
 )
-from connectors.outbound import OutboundSender, end_report, start_report
+from connectors.credentials import AllMissing, DisabledChannel, load_config
+from connectors.outbound import OutboundSender
+from connectors.output import NoAddress, ThreadlineOutput  # noqa: F401 (re-exported: the connector interface)
+from connectors.identify import Turn, turn_metadata, who_wrote
 from connectors.payloads import alias_payload, resolve_payload  # noqa: F401
-from threadline import identity, ownership, outbound_failures
-from threadline import linking as linking_state
+from threadline import identity
 from threadline import settings as settings_module
 from threadline.keys import Keys
 from threadline.limits import Budget
-from threadline.message import RESERVED_KEYS, LinkOutcome, Origin, Trust, TurnMetadata, is_internal_note, only_for_channel
 
 logger = logging.getLogger(__name__)
 
-LEASE_SECONDS = 120
 IN_PROGRESS_RETRY = 5
 UNSUPPORTED_REPLY = (
     "Sorry, I can only read text messages and button replies here. "
     "Could you type your question instead?"
 )
-
-# KEYS: dedupe key. ARGV: lease seconds, lease token.
-_CLAIM_LUA = """
-local v = redis.call('GET', KEYS[1])
-if v == 'done' then return 'duplicate' end
-if v then return 'in_progress' end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
-return 'claimed'
-"""
-# KEYS: dedupe key. ARGV: lease token. Deletes the lease only if it is still ours.
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 def constant_time_equals(given: Optional[str], expected: Optional[str]) -> bool:
     """Compare a secret from a request with the configured one in constant time."""
@@ -144,47 +126,6 @@ def iter_dicts(value: Any):
 def error_response(status: int, message: str, headers: Optional[Dict[str, str]] = None) -> HTTPResponse:
     """A JSON error that says what is wrong."""
     return response.json({"error": message}, status=status, headers=headers)
-
-
-@dataclass
-class Turn:
-    """Who wrote one envelope, as the pipeline established it."""
-
-    customer_id: str
-    who: identity.Identity
-    owner: Optional[int]
-    text: Optional[str]
-    previous_channel: Optional[str] = None
-    link_result: Optional[LinkOutcome] = None
-    source: Optional[str] = None
-
-
-class DisabledChannel(InputChannel):
-    """A channel whose settings are all unset: it answers 503 and says what to set."""
-
-    def __init__(self, name: str, missing: List[str]) -> None:
-        self._name = name
-        self.missing = missing
-
-    def name(self) -> str:  # type: ignore[override]
-        """The channel's own name, so its routes say it is off."""
-        return self._name
-
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        """``GET /`` and ``POST /webhook`` answering 503 with the missing settings."""
-        blueprint = Blueprint(f"threadline_{self._name}_off", __name__)
-        body = {"status": "off", "channel": self._name, "set": self.missing}
-
-        @blueprint.route("/", methods=["GET"])
-        async def health(_: Request) -> HTTPResponse:
-            return response.json(body, status=503)
-
-        @blueprint.route("/webhook", methods=["GET", "POST"])
-        async def webhook(_: Request) -> HTTPResponse:
-            return response.json({**body, "error": f"the {self._name} channel is off"}, status=503)
-
-        server.register(blueprint)
-        return blueprint
 
 
 class ThreadlineInput(InputChannel):
@@ -219,41 +160,14 @@ class ThreadlineInput(InputChannel):
         """
         try:
             return cls(cls.load_config(credentials))
-        except _AllMissing as off:
+        except AllMissing as off:
             logger.info("%s channel off: set %s", cls.name(), ", ".join(off.missing))
             return DisabledChannel(cls.name(), off.missing)
 
     @classmethod
     def load_config(cls, credentials: Optional[Dict[str, Any]]) -> Dict[str, str]:
-        """Credentials merged with the environment and defaults; checks required keys."""
-        credentials = credentials or {}
-        config_source = settings_module.get()
-        config: Dict[str, str] = {}
-        missing, required = [], 0
-        for key, variable in cls.credential_env.items():
-            value = credentials.get(key)
-            if isinstance(value, str) and (not value.strip() or value.strip().startswith("${")):
-                value = None  # empty, or an unexpanded ${VAR}
-            if value is None:
-                value = config_source.extra(variable)
-            if value is None:
-                value = cls.credential_defaults.get(key)
-                if value is None and variable in settings_module.VARIABLES:
-                    value = settings_module.VARIABLES[variable].default
-            if key not in cls.credential_defaults:
-                required += 1
-            if value is None:
-                missing.append(variable)
-            else:
-                config[key] = str(value)
-        if missing and len(missing) == required:
-            raise _AllMissing(missing)
-        if missing:
-            raise RasaException(
-                f"The {cls.name()} channel needs these settings: {', '.join(missing)}. "
-                f"Set them in the environment (or in credentials.yml); leave them all unset to turn the channel off."
-            )
-        return config
+        """Credentials merged with the environment and defaults (see ``connectors.credentials``)."""
+        return load_config(cls, credentials)
 
     def __init__(
         self,
@@ -542,68 +456,21 @@ class ThreadlineInput(InputChannel):
 
     def claim_delivery(self, envelope: Envelope, lease: str) -> str:
         """``claimed``, or ``duplicate`` (already stored) or ``in_progress`` (being processed)."""
-        r = self.redis_client()
-        result = identity.script(r, "dedupe-claim", _CLAIM_LUA)(
-            keys=[self.keys.dedupe(self.name(), envelope.message_id)], args=[LEASE_SECONDS, f"lease:{lease}"], client=r,
-        )
-        return identity.text(result)
+        return dedupe.claim(self.redis_client(), self.keys.dedupe(self.name(), envelope.message_id), lease)
 
     def release_delivery(self, envelope: Envelope, lease: str) -> None:
         """Give the claim up (only if it is still ours), so a redelivery is processed."""
-        r = self.redis_client()
-        identity.script(r, "dedupe-release", _RELEASE_LUA)(
-            keys=[self.keys.dedupe(self.name(), envelope.message_id)], args=[f"lease:{lease}"], client=r,
-        )
+        dedupe.release(self.redis_client(), self.keys.dedupe(self.name(), envelope.message_id), lease)
 
     def mark_done(self, envelope: Envelope) -> None:
         """The envelope's turn is stored: a redelivery is a duplicate from now on."""
-        self.redis_client().set(self.keys.dedupe(self.name(), envelope.message_id), "done", ex=self.dedupe_ttl)
+        dedupe.done(self.redis_client(), self.keys.dedupe(self.name(), envelope.message_id), self.dedupe_ttl)
 
     # ------------------------------------------------------------------ identity
 
     def identify(self, delivery: Delivery, envelope: Envelope) -> Turn:
         """Resolve the customer and the business customer they are proven to be (blocking)."""
-        redis = self.redis_client()
-        who = identity.resolve(
-            envelope.channel,
-            envelope.channel_user_id,
-            phone=envelope.phone,
-            verified_phone=envelope.phone_verified,
-            signed_customer_id=envelope.signed_customer_id,
-            signature=envelope.signature,
-            signature_expires=envelope.signature_expires,
-            redis=redis,
-        )
-        owner = self.owner_of(envelope, who, redis)
-        text = self.message_text(envelope, who.customer_id) if envelope.readable else None
-        return Turn(who.customer_id, who, owner, text, source=self.source_of(delivery, envelope))
-
-    @staticmethod
-    def source_of(delivery: Delivery, envelope: Envelope) -> str:
-        """Where a message came from, for failure budgets, as an opaque hash.
-
-        Behind a platform's webhook every user shares the platform's address,
-        so there the channel identity is the source; on the web, the client's.
-        """
-        if envelope.channel in identity.ANONYMOUS_CHANNELS:
-            return identity.identity_hash("source", delivery.inbound.source)
-        return identity.identity_hash(envelope.channel, envelope.channel_user_id)
-
-    def owner_of(self, envelope: Envelope, who: identity.Identity, redis: Any) -> Optional[int]:
-        """The business customer this message proves its sender to be, if any."""
-        if who.trust != Trust.VERIFIED.value:
-            return None
-        owner_key = linking_state.owner_key(envelope.channel, envelope.channel_user_id)
-        if envelope.phone and envelope.phone_verified:
-            raw = envelope.phone.strip()
-            e164 = identity.normalise_phone("+" + raw if raw.isdigit() else raw)
-            owner = ownership.owner_for(phone=e164, redis=redis) if e164 else None
-            redis.set(owner_key, str(owner or 0))  # a Telegram contact proves it once for later messages
-            return owner
-        if envelope.signed_customer_id and envelope.channel in identity.ANONYMOUS_CHANNELS:
-            return ownership.owner_for(web_ref=envelope.signed_customer_id, redis=redis)
-        remembered = redis.get(owner_key)
-        return (int(remembered) or None) if remembered else None
+        return who_wrote(self, delivery, envelope)
 
     def finish_identification(self, envelope: Envelope, customer_id: str) -> Optional[str]:
         """Record the channel's use and the channel's own bookkeeping; returns the previous channel."""
@@ -613,34 +480,7 @@ class ThreadlineInput(InputChannel):
 
     def metadata_for(self, envelope: Envelope, turn: Turn, trace_id: str, app: Any = None) -> Dict[str, Any]:
         """The message's metadata: the signed reserved part, then the channel's extras."""
-        extra = dict(envelope.extra)
-        previous_label = registry.channel_label(app, turn.previous_channel) if turn.previous_channel else None
-        typed = TurnMetadata(
-            channel=envelope.channel,
-            channel_user_id=envelope.channel_user_id,
-            message_id=envelope.message_id,
-            trace_id=trace_id,
-            trust=Trust.parse(turn.who.trust),
-            origin=Origin(turn.who.origin) if turn.who.origin in Origin._value2member_map_ else Origin.CREATED,
-            identity=identity.identity_hash(envelope.channel, envelope.channel_user_id),
-            source=turn.source,
-            owner=turn.owner,
-            channel_label=extra.pop("channel_label", None) or self.channel_label
-            or envelope.channel.replace("_", " ").title(),
-            previous_channel=turn.previous_channel,
-            previous_channel_label=previous_label,
-            is_new_customer=turn.who.is_new,
-            kind=envelope.kind,
-            locale=envelope.locale,
-            profile_name=envelope.profile_name,
-            link_result=turn.link_result,
-            call_sid=extra.pop("call_sid", None),
-        )
-        metadata = typed.to_metadata(self.settings.secret("metadata_key"))
-        for key, value in extra.items():
-            if key not in RESERVED_KEYS:
-                metadata[key] = value
-        return metadata
+        return turn_metadata(self, envelope, turn, trace_id, app)
 
     @staticmethod
     def tracker_store(app: Any) -> Any:
@@ -651,89 +491,7 @@ class ThreadlineInput(InputChannel):
         return store if hasattr(store, "merge_conversations_sync") else None
 
 
-class _AllMissing(Exception):
-    def __init__(self, missing: List[str]) -> None:
-        super().__init__(", ".join(missing))
-        self.missing = missing
-
-
 class _Unavailable(Exception):
     """Redis or identity failed before the bot saw a message."""
 
 
-class NoAddress(Exception):
-    """The customer has no address on this channel (the identity index has none)."""
-
-
-class ThreadlineOutput(OutputChannel):
-    """Base output channel: addressing, channel checks, internal notes, failure records.
-
-    The recipient Rasa passes is the conversation id, i.e. the customer id; it
-    is mapped to the customer's address on this channel through the identity
-    index only (for replies and proactive messages alike). A customer with no
-    address here is not sent anything, and that is recorded, like any
-    response that could not be delivered (``threadline.outbound_failures``).
-    ``last_report`` says how the latest response went.
-    """
-
-    channel: str = ""
-
-    def __init__(self, config: Dict[str, str], sender: OutboundSender, redis: Any = None) -> None:
-        self.config = config
-        self.sender = sender
-        self._redis = redis
-        self.last_report = None
-
-    @classmethod
-    def name(cls) -> str:
-        """Same name as the input channel, as Rasa's trigger_intent API expects."""
-        return cls.channel or super().name()
-
-    def redis_client(self) -> Any:
-        """The Redis client (the shared one unless one was injected)."""
-        return self._redis if self._redis is not None else _redis()
-
-    async def address(self, recipient_id: str) -> str:
-        """The platform address of the customer ``recipient_id`` on this channel.
-
-        Raises ``NoAddress`` when the identity index has none: an address is
-        never guessed from a conversation id.
-        """
-        found = await run_sync(identity.address_for, recipient_id, self.name(), self.redis_client())
-        if not found:
-            raise NoAddress(f"the customer has no {self.name()} address")
-        return found
-
-    async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
-        """Send one bot response, unless it is an internal note or meant for another channel.
-
-        Whatever fails on the way is reported (``last_report``) and the
-        response is kept for replay; nothing raises to Rasa's processor.
-        """
-        custom = message.get("custom")
-        if is_internal_note(custom):
-            logger.debug("%s: internal note not sent to the customer", self.name())
-            return
-        target = only_for_channel(custom)
-        if target and target != self.name():
-            return
-        original = copy.deepcopy(message)  # Rasa's dispatch pops keys off the message
-        report, token = start_report()
-        try:
-            await super().send_response(recipient_id, message)
-        except NoAddress as missing:
-            report.fail(str(missing))
-        finally:
-            end_report(token)
-        self.last_report = report
-        if not report.ok:
-            await self.record_undelivered(recipient_id, original, "; ".join(report.errors))
-
-    async def record_undelivered(self, recipient_id: str, message: Dict[str, Any], error: str) -> None:
-        """Keep a response that did not reach the customer (replayed by ``make replay-failed``)."""
-        logger.error("%s: a response to %s was not delivered: %s", self.name(), recipient_id, error)
-        try:
-            await run_sync(outbound_failures.record, self.name(), recipient_id, message, error,
-                           redis=self.redis_client())
-        except Exception:  # Redis down too: the log line above is the record.
-            logger.exception("could not keep the undelivered %s message", self.name())

@@ -1,16 +1,18 @@
 """Markdown helpers shared by the output channels.
 
-The assistant's responses are written in a small, common subset of Markdown:
-``**bold**``, ``*italic*`` / ``_italic_``, ``~~strike~~``, ``inline code``,
-fenced code blocks, ``[links](https://...)``, ``# headings`` and ``*``/``-``
-bullets. ``parse`` turns that into a few spans; each platform renders the spans
+The assistant's responses are written in Markdown (CommonMark, read by
+markdown-it-py): ``**bold**``, ``*italic*`` / ``_italic_``, ``~~strike~~``,
+``inline code``, fenced code blocks, ``[links](https://...)``, ``# headings``
+and lists. ``parse`` turns that into a few spans; each platform renders the spans
 its own way (WhatsApp's ``*bold*`` / ``_italic_`` / ``~strike~``, Telegram's
 MarkdownV2 with everything else escaped). Splitting and title shortening for
 platform limits live here too.
 """
 import re
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
+
+from markdown_it import MarkdownIt
 
 ELLIPSIS = "\u2026"
 
@@ -28,60 +30,107 @@ class Span:
     lang: str = ""
 
 
-# Leftmost match wins; at one position the first alternative wins, so bold
-# (**) is tried before italic (*).
-_INLINE = re.compile(
-    r"(?P<pre>```(?:(?P<lang>[\w+-]+)\n)?(?P<pre_body>.*?)```)"
-    r"|(?P<code>`(?P<code_body>[^`\n]+)`)"
-    r"|(?P<link>\[(?P<link_text>[^\]\n]+)\]\((?P<link_url>(?:[^()\s]|\([^()\s]*\))+)\))"
-    r"|(?P<bold>\*\*(?=\S)(?P<bold_body>.+?)(?<=\S)\*\*|(?<!\w)__(?=\S)(?P<bold2_body>.+?)(?<=\S)__(?!\w))"
-    r"|(?P<strike>~~(?=\S)(?P<strike_body>.+?)(?<=\S)~~)"
-    r"|(?P<italic>(?<![\w*])\*(?=[^\s*])(?P<italic_body>[^*\n]+?)(?<=\S)\*(?![\w*])"
-    r"|(?<![\w_])_(?=[^\s_])(?P<italic2_body>[^_\n]+?)(?<=\S)_(?![\w_]))",
-    re.DOTALL,
-)
-_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
-_BULLET = re.compile(r"^([ \t]*)[*+-][ \t]+(?=\S)", re.MULTILINE)
+_MD = MarkdownIt("commonmark", {"html": False}).enable("strikethrough")
+# Anything CommonMark could read as markup; text without it is not parsed at all.
+_MARKDOWN_HINT = re.compile(r"[*_~`\[\]#\\]|^[ \t]*(?:>|[-+]|\d+[.)])[ \t]", re.MULTILINE)
+_MARKS = {"strong": "bold", "em": "italic", "s": "strike"}
 
 
 def parse(markdown: str) -> List[Span]:
-    """Parse the assistant's Markdown subset into a list of spans."""
-    pieces = re.split(r"(```.*?```)", markdown or "", flags=re.DOTALL)
-    # Headings and bullets are line syntax; never touch them inside code fences.
-    source = "".join(
-        piece if piece.startswith("```") and piece.endswith("```") and len(piece) >= 6
-        else _BULLET.sub(r"\1• ", _HEADING.sub(r"**\1**", piece))
-        for piece in pieces
-    )
-    return _parse_inline(source)
+    """Parse the assistant's Markdown into spans, with markdown-it-py (CommonMark).
 
-
-def _parse_inline(text: str) -> List[Span]:
+    Headings become bold lines and list items bullet lines ("• ", or their
+    number); blocks are separated as in the source (a line break, or a blank
+    line). Raw HTML stays text, and asterisks inside a word ("2*3*4") are not
+    emphasis.
+    """
+    if not _MARKDOWN_HINT.search(markdown or ""):
+        return [Span("text", markdown)] if markdown else []  # plain text stays exactly as written
     spans: List[Span] = []
-    position = 0
-    for match in _INLINE.finditer(text):
-        if match.start() > position:
-            spans.append(Span("text", text[position:match.start()]))
-        position = match.end()
-        if match.group("pre") is not None:
-            spans.append(Span("pre", match.group("pre_body"), lang=match.group("lang") or ""))
-        elif match.group("code") is not None:
-            spans.append(Span("code", match.group("code_body")))
-        elif match.group("link") is not None:
-            spans.append(
-                Span("link", children=_parse_inline(match.group("link_text")), url=match.group("link_url"))
-            )
-        elif match.group("bold") is not None:
-            body = match.group("bold_body") or match.group("bold2_body")
-            spans.append(Span("bold", children=_parse_inline(body)))
-        elif match.group("strike") is not None:
-            spans.append(Span("strike", children=_parse_inline(match.group("strike_body"))))
-        else:
-            body = match.group("italic_body") or match.group("italic2_body")
-            spans.append(Span("italic", children=_parse_inline(body)))
-    if position < len(text):
-        spans.append(Span("text", text[position:]))
+    previous_end: Optional[int] = None
+    depth, numbers = 0, []
+    prefix = ""
+    heading = False
+    for token in _MD.parse(markdown or ""):
+        kind = token.type
+        if kind in ("bullet_list_open", "ordered_list_open"):
+            depth += 1
+            numbers.append(kind == "ordered_list_open")
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            depth -= 1
+            numbers.pop()
+        elif kind == "list_item_open":
+            marker = f"{token.info}{token.markup} " if numbers and numbers[-1] else "\u2022 "
+            prefix = "  " * (depth - 1) + marker
+        elif kind == "heading_open":
+            heading = True
+        elif kind == "heading_close":
+            heading = False
+        elif kind in ("inline", "fence", "code_block") and token.map:
+            start, end = token.map
+            if previous_end is not None:
+                spans.append(Span("text", "\n" * min(2, max(1, start - previous_end + 1))))
+            previous_end = end
+            if prefix:
+                spans.append(Span("text", prefix))
+                prefix = ""
+            if kind == "inline":
+                inline = _inline(token.children or [])
+                spans.extend([Span("bold", children=inline)] if heading else inline)
+            else:
+                lang = (token.info or "").strip()
+                # Without a language the code starts on its own line, as it was written.
+                spans.append(Span("pre", ("" if lang else "\n") + token.content, lang=lang))
     return spans
+
+
+def _inline(tokens: Sequence[Any]) -> List[Span]:
+    """Spans of one inline token's children."""
+    root: List[Span] = []
+    stack: List[tuple] = [("root", root, None)]
+    for token in tokens:
+        current = stack[-1][1]
+        kind = token.type
+        if kind == "text":
+            current.append(Span("text", token.content))
+        elif kind in ("softbreak", "hardbreak"):
+            current.append(Span("text", "\n"))
+        elif kind == "code_inline":
+            current.append(Span("code", token.content))
+        elif kind == "image":
+            current.append(Span("text", token.content or ""))
+        elif kind.endswith("_open") and (kind[:-5] in _MARKS or kind == "link_open"):
+            name = kind[:-5]
+            span = Span("link", url=token.attrs.get("href", "")) if name == "link" else Span(_MARKS[name])
+            literal = name == "em" and token.markup == "*" and _ends_alnum(current)
+            stack.append((name, span.children, (span, literal, token.markup)))
+        elif kind.endswith("_close") and len(stack) > 1:
+            _, children, (span, literal, markup) = stack.pop()
+            parent = stack[-1][1]
+            if literal:  # "2*3*4": asterisks inside a word are arithmetic, not emphasis
+                parent.append(Span("text", markup))
+                parent.extend(children)
+                parent.append(Span("text", markup))
+            else:
+                span.children = children
+                parent.append(span)
+        else:
+            current.append(Span("text", token.content or ""))
+    return _merge_text(root)
+
+
+def _ends_alnum(spans: List[Span]) -> bool:
+    return bool(spans) and spans[-1].kind == "text" and spans[-1].text[-1:].isalnum()
+
+
+def _merge_text(spans: List[Span]) -> List[Span]:
+    merged: List[Span] = []
+    for span in spans:
+        if span.kind == "text" and merged and merged[-1].kind == "text":
+            merged[-1] = Span("text", merged[-1].text + span.text)
+        else:
+            merged.append(span)
+    return merged
 
 
 def plain_text(spans: Sequence[Span]) -> str:

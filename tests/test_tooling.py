@@ -1,5 +1,4 @@
 """The two commands' plumbing: finding Python 3.10, and the lock of exact versions."""
-import os
 import subprocess
 from importlib import metadata
 from pathlib import Path

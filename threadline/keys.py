@@ -31,14 +31,14 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:tracker:ev:{customer}", "list", "retention", "the conversation's events, append-only, as JSON", "conversation"),
     KeySpec("{p}:tracker:ss:{customer}", "list", "retention", "offsets where each session starts", "conversation"),
     KeySpec("{p}:tracker:dg:{customer}", "set", "retention", "digests of the stored events (no event is stored twice)", "conversation"),
-    KeySpec("{p}:lock:{customer}", "hash", "lock lifetime", "the conversation's ticket lock (issued and released atomically)", "conversation"),
+    KeySpec("{p}:lock:{customer}", "string", "lock lifetime", "the conversation's ticket lock (Rasa's `RedisLockStore`)", "conversation"),
     # identity
-    KeySpec("{p}:id:ch:{channel}:{h(user)}", "hash", "none", "one channel identity: `cid`, `trust`, `origin`, `owner`", "identity"),
+    KeySpec("{p}:id:ch:{channel}:{h(user)}", "hash", "none", "one channel identity: `cid`, `trust`, `origin`", "identity"),
     KeySpec("{p}:id:phone:{h(e164)}", "string", "none", "verified phone number -> customer id", "identity"),
     KeySpec("{p}:id:webref:{h(ref)}", "string", "none", "signed web identity -> customer id", "identity"),
-    KeySpec("{p}:id:cust:{customer}", "hash", "none", "the customer: `addr:{channel}` -> user id, `last_channel`, `webref`", "identity"),
+    KeySpec("{p}:id:cust:{customer}", "hash", "none", "the customer: `addr:{channel}` -> user id, `last_channel`, `last_seen`, `webref`", "identity"),
     KeySpec("{p}:id:cust:{customer}:idx", "set", "none", "the index keys naming this customer (re-pointed on a merge)", "identity"),
-    KeySpec("{p}:id:code:{h(code)}", "string", "10 min", "a live link code -> `customer|trust|channel|user`", "identity"),
+    KeySpec("{p}:id:code:{h(code)}", "string", "10 min", "a live link code -> customer, trust, origin and the identity it was issued to", "identity"),
     KeySpec("{p}:id:pending:{id}", "string", "10 min", "a link waiting for the customer's confirmation on their verified channel", "identity"),
     KeySpec("{p}:id:owner:{h(identifier)}", "string", "1 h", "business customer with this verified phone or web ref (cache)", "identity"),
     KeySpec("{p}:id:owner-of:{h(channel:user)}", "string", "none", "business customer a channel identity proved to be (phone, confirmed link)", "identity"),
@@ -61,7 +61,6 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:voice:call:{channel}:{call id}", "hash", "6 h", "one call: customer, turn, last prompt, no-input count, statuses", "voice"),
     KeySpec("{p}:voice:choices:{channel}:{call id}", "hash", "1 h", "keypad digit or spoken title -> payload", "voice"),
     KeySpec("{p}:voice:events", "stream", "100k entries", "call-quality events of every call", "voice"),
-    KeySpec("{p}:voice:live:{customer}", "string", "the call", "the call a customer is on now (agent messages are spoken there)", "voice"),
     KeySpec("{p}:prefetch:{customer}", "string", "`PREFETCH_TTL_SECONDS`", "lookups made while a call starts", "voice"),
     # desk
     KeySpec("{p}:desk", "pub/sub channel", "-", "case changes and conversation events for every desk", "desk"),
@@ -150,10 +149,6 @@ class Keys:
     def voice_events(self) -> str:
         """``{p}:voice:events``."""
         return self._k("voice", "events")
-
-    def voice_live(self, customer_id: str) -> str:
-        """``{p}:voice:live:{customer}``."""
-        return self._k("voice", "live", customer_id)
 
     def prefetch(self, customer_id: str) -> str:
         """``{p}:prefetch:{customer}``."""

@@ -56,7 +56,6 @@ _REGISTRY: List[Variable] = [
         "Infrastructure",
         ("REDIS_URL", None, "Redis for the tracker and lock stores, identity index, dedupe and live updates; unset: an embedded redis-server under `var/redis/`"),
         ("DATABASE_URL", None, "business database (SQLAlchemy URL); unset: SQLite at `var/threadline.db`"),
-        ("RABBITMQ_URL", None, "event broker (amqp URL); unset: Rasa's SQL event broker into the business database"),
         ("THREADLINE_VAR_DIR", None, "where local state lives (embedded Redis, SQLite, generated secret, logs); unset: `var/`"),
         ("THREADLINE_KEY_PREFIX", "threadline", "prefix of every Redis key (alphanumeric)"),
         ("THREADLINE_ENV", "development", "`production` makes every secret required (nothing is generated) and marks cookies Secure"),
@@ -286,11 +285,6 @@ class Settings:
         return f"sqlite:///{self.var_dir / 'threadline.db'}"
 
     @property
-    def rabbitmq_url(self) -> Optional[str]:
-        """The event broker's amqp URL, or None for the SQL broker."""
-        return self.get_raw("RABBITMQ_URL")
-
-    @property
     def action_server_url(self) -> str:
         """The action server's webhook, as the rasa server calls it."""
         return self.get_raw("ACTION_SERVER_URL") or f"http://127.0.0.1:{self.integer('ACTION_PORT')}/webhook"
@@ -349,6 +343,11 @@ def generated_key(var_dir: Path) -> str:
             with os.fdopen(descriptor, "w") as out:
                 out.write(_secrets.token_hex(32) + "\n")
         return path.read_text().strip()
+
+
+def process_environment() -> Dict[str, str]:
+    """This process's whole environment, for the child processes a launcher starts."""
+    return dict(os.environ)
 
 
 _current: Optional[Settings] = None

@@ -94,7 +94,7 @@ class Stack:
     ) -> None:
         self.root = settings_module.PROJECT_ROOT
         self.model = str(self.root / model)
-        environ = {**os.environ, **(env or {})}
+        environ = {**settings_module.process_environment(), **(env or {})}
         base = settings_module.Settings(environ)
         self.rasa_port = rasa_port or base.integer("RASA_PORT")
         self.action_port = action_port or base.integer("ACTION_PORT")

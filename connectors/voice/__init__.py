@@ -82,13 +82,13 @@ from connectors.voice.channel import (  # noqa: F401
     GOODBYE,
     HUMAN_HINT,
     MAX_NO_INPUT,
-    MESSAGING_LABELS,
     NOT_CAUGHT,
     TROUBLE,
     UNAVAILABLE,
     VoiceInput,
     VoiceOutput,
 )
+from connectors.voice.elsewhere import MESSAGING_LABELS  # noqa: F401
 from connectors.voice.speech import (  # noqa: F401
     HANGUP_RESPONSES,
     HUMAN_KEY,

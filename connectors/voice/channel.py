@@ -2,12 +2,11 @@
 
 See ``connectors.voice`` for the routes, the flow and the metadata.
 """
-import asyncio
 import functools
 import logging
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional
 from xml.sax.saxutils import escape
 
 from rasa.core.channels.channel import UserMessage
@@ -45,8 +44,9 @@ from connectors.voice.calls import (
     started_during_prompt,
     store_choices,
 )
-from connectors.voice.speech import HUMAN_KEY, Choice, Prompt, build_prompt, sent_elsewhere_ssml, spoken_preview
-from threadline import identity, prefetch
+from connectors.voice.elsewhere import SendsElsewhere
+from connectors.voice.speech import HUMAN_KEY, Choice, Prompt, build_prompt, spoken_preview
+from threadline import prefetch
 from threadline.message import HandoffSignal
 from threadline.settings import VARIABLES
 
@@ -55,7 +55,6 @@ logger = logging.getLogger(__name__)
 GREET_PAYLOAD = "/greet"
 MAX_NO_INPUT = 2  # the first silence is reprompted, the second ends the call
 DEFAULT_LOW_CONFIDENCE = 0.5
-MESSAGING_LABELS = {"whatsapp": "WhatsApp", "telegram": "Telegram"}
 
 NOT_CAUGHT = "Sorry, I didn't catch that."
 GOODBYE = "I haven't heard anything, so I'll end the call here. Thanks for calling Threadline, goodbye."
@@ -126,7 +125,7 @@ class VoiceDelivery(Delivery):
         self.output: Optional[VoiceOutput] = None
 
 
-class VoiceInput(ThreadlineInput):
+class VoiceInput(SendsElsewhere, ThreadlineInput):
     """Base of the voice channels: the call flow on top of the shared pipeline.
 
     Subclasses set ``channel``/``credential_env`` and implement ``verify``,
@@ -395,42 +394,3 @@ class VoiceInput(ThreadlineInput):
         store_choices(redis, self.name(), state.call_id, prompt.choices)
         logger.debug("%s call %s turn %d: %s", self.name(), state.call_id, state.turn, spoken_preview(prompt.fragment))
         return body
-
-    # ---------------------------------------------- links and images, sent elsewhere
-
-    async def _offer_elsewhere(self, inbound: Inbound, state: CallState, prompt: Prompt) -> None:
-        """Send links/images to the customer's messaging channel and say so; else omit them."""
-        if not (prompt.links or prompt.images) or not state.customer_id:
-            return
-        found = await run_sync(self._messaging_channel, inbound, state.customer_id)
-        if found is None:
-            logger.info("%s: links left out of the call (no messaging channel)", self.name())
-            return
-        name, output = found
-        prompt.parts.append(sent_elsewhere_ssml(prompt, MESSAGING_LABELS[name]))
-        task = asyncio.ensure_future(self._deliver(output, state.customer_id, prompt.links, prompt.images))
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
-
-    def _messaging_channel(self, inbound: Inbound, customer_id: str) -> Optional[Tuple[str, Any]]:
-        profile = prefetch.get_cached(customer_id, "profile", self._redis)
-        if profile is None:
-            redis = self.redis_client()
-            profile = {"channels": list(identity.addresses(customer_id, redis)),
-                       "last_channel": identity.last_channel(customer_id, redis)}
-        channels = [c for c in profile.get("channels") or [] if c in MESSAGING_LABELS]
-        channels.sort(key=lambda c: (c != profile.get("last_channel"), list(MESSAGING_LABELS).index(c)))
-        configured = {c.name(): c for c in getattr(getattr(inbound.app, "ctx", None), "input_channels", None) or []}
-        for name in channels:
-            if name in configured:
-                return name, configured[name].get_output_channel()
-        return None
-
-    async def _deliver(self, output: Any, customer_id: str, links: List[str], images: List[str]) -> None:
-        try:
-            for image in images:
-                await output.send_image_url(customer_id, image)
-            for link in links:
-                await output.send_text_message(customer_id, link)
-        except Exception:
-            logger.exception("%s: could not send links to the customer's messaging channel", self.name())

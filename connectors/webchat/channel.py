@@ -31,8 +31,6 @@ payload the bot offered this customer (remembered for a day) or one of
 
 Browsers on other sites reach the chat only from ``THREADLINE_CORS_ORIGINS``.
 """
-import asyncio
-import inspect
 import json
 import logging
 import re
@@ -41,13 +39,11 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional
 
 from rasa.core.channels.channel import OutputChannel, UserMessage
-from rasa.core.channels.socketio import SocketBlueprint
 from rasa.shared.constants import INTENT_MESSAGE_PREFIX
 from rasa.shared.exceptions import RasaException
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
-from socketio import AsyncServer
 
 from connectors import server
 from connectors.base import (
@@ -59,9 +55,9 @@ from connectors.base import (
     Inbound,
     Outcome,
     ThreadlineInput,
-    error_response,
     run_sync,
 )
+from connectors.webchat.live import LiveTransports
 from connectors.webchat.outputs import (
     CHANNEL,
     LiveConnections,
@@ -73,14 +69,10 @@ from connectors.webchat.visitors import (
     cache_replies,
     cached_replies,
     new_visitor,
-    outbox_take,
     token_problem,
     visitor_from_token,
-    visitor_room,
-    visitor_token,
     was_offered,
 )
-from threadline import settings
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +130,7 @@ class WebDelivery(Delivery):
         self.replies: Optional[List[Dict[str, Any]]] = None
 
 
-class WebchatInput(ThreadlineInput):
+class WebchatInput(LiveTransports, ThreadlineInput):
     """The web chat: chat page and widget, REST webhook, socket.io and live events."""
 
     channel = CHANNEL
@@ -406,127 +398,3 @@ class WebchatInput(ThreadlineInput):
             content_type=STATIC_FILES[name],
             headers={"X-Content-Type-Options": "nosniff", **headers},
         )
-
-    async def stream_events(self, request: Request) -> Optional[HTTPResponse]:
-        """Server-sent events for one visitor: waiting outbox messages first, then live ones."""
-        token = request.args.get("sender")
-        visitor = visitor_from_token(token)
-        if visitor is None:
-            return error_response(403, token_problem(token))
-        limited = await self.check_source(server.client_address(request))
-        if limited is not None:
-            return limited
-        queue = self.live.subscribe(visitor)
-        try:
-            stream = await request.respond(
-                content_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-            await stream.send(": connected\n\n")
-            for item in await run_sync(outbox_take, visitor, self.redis_client()):
-                collector = WebchatReplyCollector(self.config, self.sender, visitor_id=visitor, redis=self._redis)
-                await collector.send_response(item.get("customer_id", ""), dict(item.get("message") or {}))
-                queue.put_nowait(collector.messages)
-            while True:
-                try:
-                    messages = await asyncio.wait_for(queue.get(), STREAM_PING_SECONDS)
-                except asyncio.TimeoutError:
-                    await stream.send(": ping\n\n")
-                    continue
-                if messages is None:
-                    break
-                for message in messages:
-                    await stream.send(f"event: bot\ndata: {json.dumps(message)}\n\n")
-            await stream.eof()
-        finally:
-            self.live.unsubscribe(visitor, queue)
-        return None
-
-    # ---------------------------------------------------------------------- socket.io
-
-    def _socket_blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        sio = AsyncServer(
-            async_mode="sanic", cors_allowed_origins=list(self.cors_origins),
-            max_http_buffer_size=self.max_body_bytes,
-        )
-        self.live.sio = sio
-        blueprint = SocketBlueprint(sio, self.config["socketio_path"], f"threadline_{self.name()}_socketio", __name__)
-
-        @sio.on("connect")
-        async def connect(sid: str, environ: Dict[str, Any], auth: Optional[Dict[str, Any]] = None) -> bool:
-            await sio.save_session(sid, {"auth": auth if isinstance(auth, dict) else {},
-                                         "source": environ.get("REMOTE_ADDR") or "unknown"})
-            return True
-
-        @sio.on("session_request")
-        async def session_request(sid: str, data: Any) -> None:
-            requested = data.get("session_id") if isinstance(data, dict) else None
-            await self._start_session(sid, requested)
-
-        @sio.on(self.config["user_message_evt"])
-        async def user_uttered(sid: str, data: Any) -> None:
-            await self._socket_message(sid, data, on_new_message)
-
-        return blueprint
-
-    async def _start_session(self, sid: str, requested: Any) -> str:
-        """Put the socket in its visitor's room, confirm the session, flush the outbox.
-
-        The session id a client asks for must be a visitor token; anything
-        else (someone's bare visitor id, a made-up one) starts a new visitor.
-        """
-        sio = self.live.sio
-        visitor = visitor_from_token(requested)
-        if visitor is None:
-            if requested:
-                logger.info("webchat: a socket asked for a session without a valid visitor token; new visitor")
-            visitor = new_visitor()["visitor"]
-        session = await sio.get_session(sid)
-        previous = session.get("visitor")
-        if previous and previous != visitor:
-            await _maybe_await(sio.leave_room(sid, visitor_room(previous)))
-        await _maybe_await(sio.enter_room(sid, visitor_room(visitor)))
-        session["visitor"] = visitor
-        await sio.save_session(sid, session)
-        await sio.emit("session_confirm", visitor_token(visitor), room=sid)
-        for item in await run_sync(outbox_take, visitor, self.redis_client()):
-            output = WebchatSocketOutput(self.config, self.sender, self.live, visitor_id=visitor, redis=self._redis)
-            await output.send_response(item.get("customer_id", ""), dict(item.get("message") or {}))
-        return visitor
-
-    async def _socket_message(
-        self, sid: str, data: Any, on_new_message: Callable[[UserMessage], Awaitable[Any]]
-    ) -> None:
-        """Run one ``user_uttered`` event through the base pipeline."""
-        sio = self.live.sio
-        if not isinstance(data, dict):
-            await sio.emit("error", {"error": "a message must be a JSON object"}, room=sid)
-            return
-        session = await sio.get_session(sid)
-        # The socket's confirmed session wins over a session_id in the message.
-        visitor = session.get("visitor") or await self._start_session(sid, data.get("session_id"))
-        inbound = Inbound(app=self._app, source=session.get("source") or "unknown", transport="socketio")
-        try:
-            envelope = self.envelope_from(data, TRANSPORT_SOCKET, visitor_id=visitor, signed=session.get("auth"))
-        except BadPayload as exc:
-            await sio.emit("error", {"error": str(exc)}, room=sid)
-            return
-        limited = await run_sync(self.source_budget.hit, self.redis_client(), self.keys, inbound.source)
-        if not limited.allowed:
-            await sio.emit("error", {"error": "too many messages; retry later", "retry_after": limited.retry_after},
-                           room=sid)
-            return
-        delivery = WebDelivery(inbound, [envelope], TRANSPORT_SOCKET)
-        try:
-            await self.process(delivery, on_new_message)
-        except Exception:
-            logger.exception("webchat: socket.io message %s failed", envelope.message_id)
-            await sio.emit("error", {"error": "temporarily unavailable; send it again"}, room=sid)
-
-
-async def _maybe_await(result: Any) -> Any:
-    # python-socketio 5.8's enter_room/leave_room are plain functions; later
-    # releases made them coroutines on the async server.
-    if inspect.isawaitable(result):
-        return await result
-    return result

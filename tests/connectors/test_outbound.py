@@ -1,7 +1,6 @@
 """The shared outbound sender against a real local HTTP server."""
 import asyncio
 import email.utils
-import json
 import logging
 import socket
 import time

@@ -7,7 +7,6 @@ Telegram with the link code the widget asks for.
 import asyncio
 import random
 import re
-import uuid
 
 import pytest
 import redis as redis_lib

@@ -1,6 +1,5 @@
 """Whole conversations over HTTP against the real rasa server and action server."""
 import datetime as dt
-import uuid
 
 import requests
 
