@@ -14,7 +14,8 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions import verification
-from actions.continuity import ContinuityFormValidation
+from actions.context import turn
+from actions.continuity import ContinuityFormValidation, known_before_latest
 from actions.formatting import say_date
 from threadline.db import queries
 
@@ -107,8 +108,12 @@ class ValidateOrderStatusForm(ContinuityFormValidation):
         if order is None:
             dispatcher.utter_message(response="utter_unknown_order", order_number=number)
             return {"order_number": None}
-        if self.announces_status and self.needs_step_up(tracker, order):
-            _status_only(dispatcher, order)  # the status now; the details after the postal code
+        given_now = known_before_latest(tracker, "order_number") != number
+        if self.announces_status and self.needs_step_up(tracker, order) and (
+                given_now or turn(tracker).may_see_conversation_data):
+            # The status now, the details after the postal code; but a number this
+            # sender did not give (a caller id joining someone's conversation) is not read out.
+            _status_only(dispatcher, order)
         return {"order_number": number, "verification_postal_code": None}
 
     async def validate_verification_postal_code(

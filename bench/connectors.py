@@ -73,6 +73,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
+from bench.stopping import on_signals_exit  # noqa: E402
 sys.modules.pop("connectors", None)
 
 # ------------------------------------------------------------------ section 1
@@ -504,6 +505,7 @@ def bench_echo(stop_redis=False):
 
 
 def main():
+    on_signals_exit()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=300, help="least timed turns per (channel, senders) cell")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs each cell is split into")

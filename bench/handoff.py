@@ -18,6 +18,7 @@ Prints p50/p95/max against the 1 s target; always exits 0.
 
     PYTHONPATH=. .venv/bin/python bench/handoff.py
 """
+from stopping import on_signals_exit  # bench/ is the script directory (first on sys.path)
 import os
 import statistics
 import sys
@@ -152,6 +153,7 @@ def bench_frustration_check(stack):
 
 
 def main() -> int:
+    on_signals_exit()
     os.environ["THREADLINE_VAR_DIR"] = tempfile.mkdtemp(prefix="threadline-bench-handoff-")
     os.environ.pop("REDIS_URL", None)
     os.environ.pop("DATABASE_URL", None)

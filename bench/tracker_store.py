@@ -9,6 +9,7 @@ and whether the targets are met; always exits 0.
 
     PYTHONPATH=. .venv/bin/python bench/tracker_store.py
 """
+from stopping import on_signals_exit  # bench/ is the script directory (first on sys.path)
 import asyncio
 import gc
 import statistics
@@ -165,6 +166,7 @@ async def run(url: str) -> None:
 
 def main() -> int:
     """Run the benchmark on REDIS_URL or the embedded server."""
+    on_signals_exit()
     asyncio.run(run(redis_client.redis_url()))
     return 0
 

@@ -22,6 +22,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.stopping import on_signals_exit  # noqa: E402
 
 from threadline.stack import RASA_BIN, Stack  # noqa: E402
 
@@ -116,6 +117,7 @@ def run_model(label: str, model: Path, messages: int, results: dict) -> None:
 
 
 def main() -> int:
+    on_signals_exit()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=120, help="messages per concurrency level")
     args = parser.parse_args()

@@ -49,6 +49,7 @@ import yaml
 # share a package's name (bench/connectors.py): the project root goes first.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+from bench.stopping import on_signals_exit  # noqa: E402
 
 from connectors.twilio_voice import sign_request  # noqa: E402
 
@@ -227,6 +228,7 @@ def report(results: Dict[str, Dict[int, List[float]]], ours: str, stock: str) ->
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Start both stacks, measure, print; always 0 (figures, not a gate)."""
+    on_signals_exit()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", help="comma-separated concurrency levels (default: search up to 32)")
     parser.add_argument("--turns", type=int, default=90, help="minimum timed turns per level and server")

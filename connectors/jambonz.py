@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional
 
 from rasa.shared.exceptions import RasaException
 
+from connectors import shape
 from connectors.base import BadPayload, Inbound, constant_time_equals
 from connectors.voice import (
     EVENT_CALL,
@@ -173,16 +174,18 @@ class JambonzInput(VoiceInput):
 
     def voice_request(self, inbound: Inbound, payload: Dict[str, Any]) -> VoiceRequest:
         """call_sid, the caller, and speech/digits/reason or call_status."""
-        call_id = str(payload.get("call_sid") or "").strip()
+        call_id = (shape.member(payload, "call_sid", str, "") or "").strip()
         if not call_id:
             raise BadPayload("the request has no call_sid")
+        for name in ("from", "to", "direction", "digits", "reason"):
+            shape.member(payload, name, str, "")
         route = inbound.route if inbound.route in (EVENT_CALL, EVENT_INPUT, EVENT_STATUS) else EVENT_CALL
-        status = str(payload.get("call_status") or "").strip().lower()
+        status = (shape.member(payload, "call_status", str, "") or "").strip().lower()
         if route == EVENT_CALL and status in STATUS_EVENTS and "reason" not in payload:
             route = EVENT_STATUS
         if route == EVENT_STATUS and not status:
             raise BadPayload("a status webhook needs call_status")
-        best = _first_alternative(payload.get("speech")) if route == EVENT_INPUT else {}
+        best = _first_alternative(shape.member(payload, "speech", dict, "")) if route == EVENT_INPUT else {}
         outbound = str(payload.get("direction") or "").startswith("outbound")
         turn = inbound.arg("turn")
         return VoiceRequest(

@@ -51,6 +51,7 @@ class SendReport:
     errors: List[str] = field(default_factory=list)
     statuses: List[Optional[int]] = field(default_factory=list)
     requests: int = 0
+    queued: Optional[str] = None  # not failed, but waiting (why), e.g. for a web visitor to come back
 
     @property
     def ok(self) -> bool:

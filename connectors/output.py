@@ -46,6 +46,9 @@ class ThreadlineOutput(OutputChannel):
     """
 
     channel: str = ""
+    # Whether it can reach the customer on its own, outside a webhook's answer
+    # (a phone call's output only collects the reply to the current turn).
+    pushes: bool = True
 
     def __init__(self, config: Dict[str, str], sender: OutboundSender, redis: Any = None) -> None:
         self.config = config

@@ -24,14 +24,16 @@ def output_channel(app: Any, name: Optional[str]) -> Optional[OutputChannel]:
     """An output channel that can message customers on ``name``, or None.
 
     None when no such channel is running or it cannot send on its own (Rasa's
-    REST channel, a voice call that has ended).
+    REST channel; a voice channel, whose output only answers the current
+    turn: messages for a caller go through ``connectors.voice.live``).
     """
     if not name:
         return None
     for channel in input_channels(app):
         if channel.name() == name:
-            output = channel.get_output_channel()
-            if output is not None:
+            get_output = getattr(channel, "get_output_channel", None)
+            output = get_output() if get_output else None
+            if output is not None and getattr(output, "pushes", True):
                 return output
     return None
 

@@ -36,6 +36,7 @@ from connectors.base import (
     constant_time_equals,
     run_sync,
 )
+from connectors import shape
 from connectors.outbound import OutboundSender, note_failure
 from threadline import identity
 
@@ -82,52 +83,57 @@ class TelegramInput(ThreadlineInput):
 
     def parse(self, inbound: Inbound, payload: Any) -> List[Envelope]:
         """One update -> at most one envelope."""
-        if not isinstance(payload, dict) or not isinstance(payload.get("update_id"), int):
-            raise BadPayload("not a Telegram update")
-        update_id = str(payload["update_id"])
-        if isinstance(payload.get("callback_query"), dict):
-            envelope = self._callback(update_id, payload["callback_query"])
-        elif isinstance(payload.get("message"), dict):
-            envelope = self._message(update_id, payload["message"], edited=False)
-        elif isinstance(payload.get("edited_message"), dict):
-            envelope = self._message(update_id, payload["edited_message"], edited=True)
+        if not isinstance(payload, dict) or "update_id" not in payload:
+            raise BadPayload('not a Telegram update (expected {"update_id": <integer>, ...})')
+        update_id = str(shape.member(payload, "update_id", int, ""))
+        query = shape.member(payload, "callback_query", dict, "")
+        if query is not None:
+            envelope = self._callback(update_id, query)
+        elif payload.get("message") is not None:
+            envelope = self._message(update_id, shape.member(payload, "message", dict, ""), "message", edited=False)
+        elif payload.get("edited_message") is not None:
+            envelope = self._message(update_id, shape.member(payload, "edited_message", dict, ""),
+                                     "edited_message", edited=True)
         else:
             logger.info("telegram: update %s of kind %s ignored", update_id, sorted(set(payload) - {"update_id"}))
             return []
         return [envelope] if envelope else []
 
-    def _base(self, update_id: str, user: Any, chat: Any, **fields: Any) -> Optional[Envelope]:
-        if not isinstance(user, dict) or "id" not in user:
+    def _base(self, update_id: str, holder: Dict[str, Any], path: str, chat: Any, **fields: Any) -> Optional[Envelope]:
+        user = shape.member(holder, "from", dict, path)
+        if user is None:  # optional in Telegram's contract (messages to channels)
             logger.info("telegram: update %s without a sender ignored", update_id)
             return None
+        user_id = shape.member(user, "id", int, f"{path}.from", required=True)
         names = [user.get("first_name"), user.get("last_name")]
         envelope = Envelope(
             channel=self.name(),
-            channel_user_id=str(user["id"]),
+            channel_user_id=str(user_id),
             message_id=update_id,
             locale=user.get("language_code"),
-            profile_name=" ".join(n for n in names if n) or None,
+            profile_name=" ".join(n for n in names if isinstance(n, str) and n) or None,
             **fields,
         )
-        chat = chat if isinstance(chat, dict) else {}
+        chat = chat or {}
         envelope.extra.update({"chat_id": chat.get("id"), "username": user.get("username")})
         if user.get("is_bot") or (chat and chat.get("type") != "private"):
             envelope.kind = KIND_IGNORED  # other bots, groups and channels are not served
         return envelope
 
     def _callback(self, update_id: str, query: Dict[str, Any]) -> Optional[Envelope]:
-        message = query.get("message") if isinstance(query.get("message"), dict) else {}
-        data = query.get("data")
+        message = shape.member(query, "message", dict, "callback_query") or {}
+        data = shape.member(query, "data", str, "callback_query")
         envelope = self._base(
-            update_id, query.get("from"), message.get("chat"),
+            update_id, query, "callback_query", shape.member(message, "chat", dict, "callback_query.message"),
             kind=KIND_BUTTON if data else KIND_UNSUPPORTED, payload=data,
         )
         if envelope:
             envelope.extra.update({"type": "callback_query", "callback_query_id": query.get("id")})
         return envelope
 
-    def _message(self, update_id: str, message: Dict[str, Any], edited: bool) -> Optional[Envelope]:
-        kind, text, extra = _content(message)
+    def _message(self, update_id: str, message: Dict[str, Any], path: str, edited: bool) -> Optional[Envelope]:
+        chat = shape.member(message, "chat", dict, path, required=True)
+        kind, text, extra = _content(message, path)
         phone = None
         contact = message.get("contact") if isinstance(message.get("contact"), dict) else None
         sender = message.get("from") if isinstance(message.get("from"), dict) else {}
@@ -135,7 +141,7 @@ class TelegramInput(ThreadlineInput):
             # The user's own account: Telegram verified this number.
             phone = identity.normalise_phone(str(contact.get("phone_number") or ""))
         envelope = self._base(
-            update_id, message.get("from"), message.get("chat"),
+            update_id, message, path, chat,
             kind=kind, text=text, phone=phone, phone_verified=bool(phone),
         )
         if envelope:
@@ -157,10 +163,10 @@ class TelegramInput(ThreadlineInput):
         return TelegramOutput(self.config, self.sender, redis=self._redis)
 
 
-def _content(message: Dict[str, Any]):
+def _content(message: Dict[str, Any], path: str):
     """(kind, text, extra) of one Telegram message."""
-    text = message.get("text")
-    if isinstance(text, str):
+    text = shape.member(message, "text", str, path)
+    if text is not None:
         start = _START.match(text)
         if start:
             payload = start.group(1)

@@ -40,11 +40,11 @@ def test_only_the_key_registry_spells_redis_keys():
 
 
 def test_the_readme_configuration_is_the_settings_registry():
-    assert settings.markdown_table() in README, "regenerate it: python -m threadline.settings --markdown"
+    assert settings.markdown_table() in README, "regenerate it: make readme"
 
 
 def test_the_readme_redis_layout_is_the_key_registry():
-    assert keys.markdown_table() in README, "regenerate it: python -m threadline.keys --markdown"
+    assert keys.markdown_table() in README, "regenerate it: make readme"
 
 
 def test_reserved_metadata_is_derived_from_the_typed_contract():

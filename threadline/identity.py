@@ -354,10 +354,18 @@ def record_channel_use(customer_id: str, channel: str, redis: Any = None) -> Opt
     """
     pipe = _redis(redis).pipeline(transaction=True)
     key = _customer_key(customer_id)
+    now = f"{time.time():.3f}"
     pipe.hget(key, "last_channel")
-    pipe.hset(key, mapping={"last_channel": channel, "last_seen": f"{time.time():.3f}"})
+    pipe.hset(key, mapping={"last_channel": channel, "last_seen": now, "seen:" + channel: now})
     previous, _ = pipe.execute()
     return text(previous)
+
+
+def channels_by_recency(customer_id: str, redis: Any = None) -> List[str]:
+    """The customer's channels, the one they wrote on most recently first."""
+    fields = _redis(redis).hgetall(_customer_key(customer_id))
+    seen = {text(k)[len("seen:"):]: float(text(v)) for k, v in fields.items() if text(k).startswith("seen:")}
+    return sorted(seen, key=seen.get, reverse=True)
 
 
 def forget_customer(customer_id: str, redis: Any = None) -> int:

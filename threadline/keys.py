@@ -36,7 +36,7 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:id:ch:{channel}:{h(user)}", "hash", "none", "one channel identity: `cid`, `trust`, `origin`", "identity"),
     KeySpec("{p}:id:phone:{h(e164)}", "string", "none", "verified phone number -> customer id", "identity"),
     KeySpec("{p}:id:webref:{h(ref)}", "string", "none", "signed web identity -> customer id", "identity"),
-    KeySpec("{p}:id:cust:{customer}", "hash", "none", "the customer: `addr:{channel}` -> user id, `last_channel`, `last_seen`, `webref`", "identity"),
+    KeySpec("{p}:id:cust:{customer}", "hash", "none", "the customer: `addr:{channel}` -> user id, `seen:{channel}` -> time, `last_channel`, `webref`", "identity"),
     KeySpec("{p}:id:cust:{customer}:idx", "set", "none", "the index keys naming this customer (re-pointed on a merge)", "identity"),
     KeySpec("{p}:id:code:{h(code)}", "string", "10 min", "a live link code -> customer, trust, origin and the identity it was issued to", "identity"),
     KeySpec("{p}:id:pending:{id}", "string", "10 min", "a link waiting for the customer's confirmation on their verified channel", "identity"),
@@ -61,6 +61,8 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:voice:call:{channel}:{call id}", "hash", "6 h", "one call: customer, turn, last prompt, no-input count, statuses", "voice"),
     KeySpec("{p}:voice:choices:{channel}:{call id}", "hash", "1 h", "keypad digit or spoken title -> payload", "voice"),
     KeySpec("{p}:voice:events", "stream", "100k entries", "call-quality events of every call", "voice"),
+    KeySpec("{p}:voice:live:{customer}", "string", "2 min, refreshed each turn", "the call the customer is on now (channel, call, origin)", "voice"),
+    KeySpec("{p}:voice:pending:{channel}:{call id}", "list", "the call", "agent messages waiting to be spoken at the caller's next turn", "voice"),
     KeySpec("{p}:prefetch:{customer}", "string", "`PREFETCH_TTL_SECONDS`", "lookups made while a call starts", "voice"),
     # desk
     KeySpec("{p}:desk", "pub/sub channel", "-", "case changes and conversation events for every desk", "desk"),
@@ -149,6 +151,14 @@ class Keys:
     def voice_events(self) -> str:
         """``{p}:voice:events``."""
         return self._k("voice", "events")
+
+    def voice_live(self, customer_id: str) -> str:
+        """``{p}:voice:live:{customer}``."""
+        return self._k("voice", "live", customer_id)
+
+    def voice_pending(self, channel: str, call_id: str) -> str:
+        """``{p}:voice:pending:{channel}:{call id}``."""
+        return self._k("voice", "pending", channel, call_id)
 
     def prefetch(self, customer_id: str) -> str:
         """``{p}:prefetch:{customer}``."""

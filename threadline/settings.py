@@ -86,6 +86,7 @@ _REGISTRY: List[Variable] = [
         ("LINK_GLOBAL_FAIL_LIMIT", "100", "failed link codes across everyone per 10 minutes before redemption pauses"),
         ("STEPUP_FAIL_LIMIT", "3", "wrong step-up answers (postal code, booking email) per order or appointment, per source, before it is locked"),
         ("STEPUP_LOCK_SECONDS", "900", "how long a locked step-up stays locked"),
+        ("CONTINUITY_WINDOW_HOURS", "24", "how long after a task the greeting still names it (\"Welcome back! Last time on WhatsApp we were ...\")"),
         ("DEDUPE_TTL_SECONDS", "604800", "how long a platform message id is remembered as delivered (Meta retries for up to 7 days)"),
     ),
     *_vars(

@@ -296,7 +296,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.shell:
             stack.start(with_rasa=False)
             return subprocess.call(
-                [RASA_BIN, "shell", "--model", stack.model, "--endpoints", str(stack.endpoints_file)],
+                [RASA_BIN, "shell", "--model", stack.model, "--endpoints", str(stack.endpoints_file),
+                 "--port", str(stack.rasa_port)],
                 cwd=stack.root, env=stack.env,
             )
         stack.start()

@@ -335,9 +335,9 @@ class AgentDeskInput(InputChannel):
             case = await run_sync(cases.accept_case, case.id, session.agent)
         except CaseConflict as conflict:
             raise Refusal(409, _conflict_message(conflict.case, session.agent)) from conflict
-        await Conversation(request.app, case.customer_ref).take_over(case)
+        told = await Conversation(request.app, case.customer_ref).take_over(case)
         await run_sync(handoff.notify, case, "accepted")
-        return case, f"You have case #{case.id}. The bot is paused."
+        return case, f"You have case #{case.id}. The bot is paused. Your greeting: {told.describe()}"
 
     async def reply(self, request: Request, session: Session, case: CaseInfo) -> Tuple[CaseInfo, str]:
         """Send the agent's text on the customer's last channel."""
@@ -349,10 +349,10 @@ class AgentDeskInput(InputChannel):
         if len(text) > REPLY_LIMIT:
             raise Refusal(400, f"The reply is longer than {REPLY_LIMIT} characters.")
         try:
-            await Conversation(request.app, case.customer_ref).reply(case, text)
+            delivered = await Conversation(request.app, case.customer_ref).reply(case, text)
         except DeliveryError as failure:
-            raise Refusal(409 if failure.unreachable else 502, f"Not sent: {failure}") from failure
-        return case, "Sent."
+            raise Refusal(409 if failure.unreachable else 502, str(failure)) from failure
+        return case, delivered.describe()
 
     async def hand_back(self, request: Request, session: Session, case: CaseInfo) -> Tuple[CaseInfo, str]:
         """End the agent's part: the bot resumes with every slot intact."""

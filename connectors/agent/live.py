@@ -153,7 +153,10 @@ class DeskHub:
     async def start(self) -> None:
         """Load the open cases and start listening (once)."""
         if self._task is None:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception as error:  # no database yet (run `make db`): the listener retries
+                logger.warning("agent desk: could not load the open cases yet (%s)", error)
             self._task = asyncio.get_running_loop().create_task(self._listen())
 
     async def stop(self) -> None:

@@ -240,7 +240,7 @@ def timeline_items(events: Iterable[Event]) -> str:
                 for b in (event.data or {}).get("buttons") or [] if isinstance(b, dict)
             )
             who, kind = (agent, "agent") if agent else ("Bot", "bot")
-            items.append(_item(kind, who, channel, event.timestamp, event.text, buttons))
+            items.append(_item(kind, who, channel, event.timestamp, event.text, buttons + _delivery(event.metadata)))
         elif isinstance(event, ConversationPaused):
             items.append(_marker(event.timestamp, "Bot paused: an agent took over"))
         elif isinstance(event, ConversationResumed):
@@ -258,6 +258,17 @@ def _item(kind: str, who: str, channel: Optional[str], timestamp: float, text: O
         f'<span class="who">{esc(who)}</span> {_when(timestamp)}'
         f'<p class="text">{esc(text)}</p>{extra}</li>'
     )
+
+
+def _delivery(metadata: Optional[dict]) -> str:
+    """How a desk message was delivered, as the desk recorded it ("Sent on WhatsApp.")."""
+    state = (metadata or {}).get("delivery")
+    if not state:
+        return ""
+    from connectors.agent.conversation import Delivered
+
+    told = Delivered(state, (metadata or {}).get("delivery_channel"), (metadata or {}).get("delivery_reason"))
+    return f'<span class="delivery {esc(state)}">{esc(told.describe())}</span>'
 
 
 def _marker(timestamp: float, text: str) -> str:

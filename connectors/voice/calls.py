@@ -56,6 +56,7 @@ class CallState:
     ended_by: Optional[str] = None
     status: Optional[str] = None
     last_body: Optional[str] = None
+    origin: Optional[str] = None  # how the caller joined the customer (threadline.message.Origin)
 
     @staticmethod
     def key(channel: str, call_id: str) -> str:
@@ -79,6 +80,7 @@ class CallState:
             state.ended_by = raw.get("ended_by") or None
             state.status = raw.get("status") or None
             state.last_body = raw.get("last_body")
+            state.origin = raw.get("origin") or None
         return state
 
     def save(self, redis: Any, ttl: int = CALL_TTL) -> None:
@@ -95,6 +97,7 @@ class CallState:
             "ended_by": self.ended_by or "",
             "status": self.status or "",
             "last_body": self.last_body or "",
+            "origin": self.origin or "",
         }
         pipe = redis.pipeline(transaction=True)
         pipe.hset(self.key(self.channel, self.call_id), mapping=fields)

@@ -44,6 +44,7 @@ from connectors.voice.calls import (
     started_during_prompt,
     store_choices,
 )
+from connectors.voice import live
 from connectors.voice.elsewhere import SendsElsewhere
 from connectors.voice.speech import HUMAN_KEY, Choice, Prompt, build_prompt, spoken_preview
 from threadline import prefetch
@@ -70,6 +71,8 @@ class VoiceOutput(ThreadlineOutput):
     Also what ``get_output_channel`` returns: a phone call cannot receive a
     proactive message outside a webhook, so those are collected and dropped.
     """
+
+    pushes = False
 
     def __init__(self, config: Dict[str, str], sender: Any, redis: Any = None) -> None:
         super().__init__(config, sender, redis)
@@ -326,17 +329,22 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
     async def respond(self, delivery: VoiceDelivery) -> HTTPResponse:
         """Render the next prompt for the call and remember it."""
         voice, state, outcomes = delivery.voice, delivery.state, delivery.outcomes
+        redis = self.redis_client()
         if voice.event == EVENT_STATUS:
             if voice.status and voice.status.lower() in self.terminal_statuses:
                 self.prefetcher.cancel(f"{self.name()}:{voice.call_id}")
+                await run_sync(live.ended, redis, state.customer_id, self.name(), voice.call_id)
             return self._document(self.status_body())
         outcome = outcomes[0] if outcomes else None
         if outcome is not None and outcome.status in ("duplicate", "in_progress") and state.last_body:
             return self._document(state.last_body)
         if outcome is not None and outcome.customer_id:
             state.customer_id = outcome.customer_id
+        if outcome is not None and outcome.message is not None:
+            state.origin = (outcome.message.metadata or {}).get("origin") or state.origin
+        waiting = await run_sync(live.take_messages, redis, self.name(), state.call_id) if state.customer_id else []
         if outcome is None:
-            prompt = self._after_silence(state)
+            prompt = Prompt(choices=[Choice(**c) for c in state.choices]) if waiting else self._after_silence(state)
         elif outcome.status in ("failed", "limited", "in_progress", "duplicate"):
             prompt = Prompt([escape(TROUBLE)])
         else:
@@ -344,6 +352,13 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
             prompt = build_prompt(output.messages if output else [])
             await self._offer_elsewhere(delivery.inbound, state, prompt)
             self._route_transfer(state, prompt)
+        if waiting:
+            # An agent wrote from the desk meanwhile: the caller hears it first.
+            prompt.parts[:0] = build_prompt(waiting).parts
+            state.no_input = 0
+        if state.customer_id and not prompt.hangup and not prompt.transfer_to:
+            call = live.LiveCall(self.name(), state.call_id, state.origin or "created")
+            await run_sync(live.on_turn, redis, state.customer_id, call)
         body = await run_sync(self._commit, delivery.inbound, state, prompt)
         return self._document(body)
 

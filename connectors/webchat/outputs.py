@@ -16,7 +16,7 @@ from rasa.core.channels.socketio import SocketIOOutput
 from socketio import AsyncServer
 
 from connectors.base import NoAddress, ThreadlineOutput, run_sync
-from connectors.outbound import OutboundSender
+from connectors.outbound import OutboundSender, current_report
 from connectors.webchat.visitors import outbox_push, remember_offered, visitor_room
 from threadline import identity
 
@@ -177,6 +177,9 @@ class WebchatPushOutput(ThreadlineOutput, _Deliver):
             delivered = True
         if not delivered:
             await run_sync(outbox_push, visitor, recipient_id, message, self.redis_client())
+            report = current_report()
+            if report is not None:
+                report.queued = "the visitor is not connected; it waits for the web chat to open again"
 
     # Callers outside Rasa's processor may use these directly; each becomes one
     # response so the web keeps its buttons and images.

@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from sanic import Blueprint, response
 from sanic.request import Request
@@ -34,6 +34,7 @@ from connectors.base import (
     constant_time_equals,
     iter_dicts,
 )
+from connectors import shape
 from connectors.whatsapp.common import (
     IGNORED_TYPES,
     MEDIA_TYPES,
@@ -95,21 +96,23 @@ class WhatsAppInput(ThreadlineInput):
 
     # ------------------------------------------------------------------ parsing
 
-    def _changes(self, payload: Any) -> List[Dict[str, Any]]:
-        if not isinstance(payload, dict) or not isinstance(payload.get("entry"), list):
-            raise BadPayload("not a WhatsApp Business Account notification")
+    def _changes(self, payload: Any) -> List[Tuple[str, Dict[str, Any]]]:
+        """(path, value) of every ``messages`` change, the shape checked (BadPayload names the path)."""
+        if not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
+            raise BadPayload("not a WhatsApp Business Account notification "
+                             '(expected {"object": "whatsapp_business_account", "entry": [...]})')
         values = []
-        for entry in iter_dicts(payload["entry"]):
-            for change in iter_dicts(entry.get("changes")):
-                value = change.get("value")
-                if change.get("field", "messages") == "messages" and isinstance(value, dict):
-                    values.append(value)
+        for entry_path, entry in shape.objects(payload, "entry", "", required=True):
+            for change_path, change in shape.objects(entry, "changes", entry_path):
+                value = shape.member(change, "value", dict, change_path)
+                if shape.member(change, "field", str, change_path) in (None, "messages") and value is not None:
+                    values.append((f"{change_path}.value", value))
         return values
 
     def record_events(self, delivery: Delivery) -> None:
         """Record ``statuses`` of our own messages (not shown to the bot)."""
         redis = None
-        for value in self._changes(delivery.payload):
+        for _, value in self._changes(delivery.payload):
             for status in iter_dicts(value.get("statuses")):
                 message_id, state = status.get("id"), status.get("status")
                 if not message_id or not state:
@@ -129,15 +132,13 @@ class WhatsAppInput(ThreadlineInput):
     def parse(self, inbound: Inbound, payload: Any) -> List[Envelope]:
         """Messages of every change, in delivery order."""
         envelopes = []
-        for value in self._changes(payload):
-            metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+        for path, value in self._changes(payload):
+            metadata = shape.member(value, "metadata", dict, path) or {}
             number_id = str(metadata.get("phone_number_id") or "")
             business_number = str(metadata.get("display_phone_number") or "")
-            contacts = list(iter_dicts(value.get("contacts")))
-            for message in iter_dicts(value.get("messages")):
-                envelope = self._envelope(message, contacts)
-                if envelope is None:
-                    continue
+            contacts = [contact for _, contact in shape.objects(value, "contacts", path)]
+            for message_path, message in shape.objects(value, "messages", path):
+                envelope = self._envelope(message, contacts, message_path)
                 if number_id and number_id != self.config["phone_number_id"]:
                     logger.info("whatsapp: message for another number (%s) ignored", number_id)
                     envelope.kind = KIND_IGNORED
@@ -146,19 +147,18 @@ class WhatsAppInput(ThreadlineInput):
                 envelopes.append(envelope)
         return envelopes
 
-    def _envelope(self, message: Dict[str, Any], contacts: List[Dict[str, Any]]) -> Optional[Envelope]:
-        message_id = message.get("id")
-        wa_id = message.get("from")
-        bsuid = message.get("from_user_id")
+    def _envelope(self, message: Dict[str, Any], contacts: List[Dict[str, Any]], path: str) -> Envelope:
+        message_id = shape.member(message, "id", str, path, required=True)
+        wa_id = shape.member(message, "from", str, path)
+        bsuid = shape.member(message, "from_user_id", str, path)
         contact = _contact_for(contacts, wa_id, bsuid)
         bsuid = bsuid or contact.get("user_id")
         wa_id = wa_id or contact.get("wa_id")
         user_id = wa_id or bsuid
-        if not message_id or not user_id:
-            logger.warning("whatsapp: message without id or sender ignored: %s", message.get("type"))
-            return None
+        if not user_id:
+            raise BadPayload(f"{path} has no sender (from or from_user_id)")
         profile = contact.get("profile") if isinstance(contact.get("profile"), dict) else {}
-        kind, text, payload, extra = _content(message)
+        kind, text, payload, extra = _content(message, path)
         extra.update({"type": message.get("type"), "platform_timestamp": message.get("timestamp")})
         if bsuid:
             extra["whatsapp_user_id"] = bsuid
@@ -217,12 +217,18 @@ def _contact_for(contacts: List[Dict[str, Any]], wa_id: Any, bsuid: Any) -> Dict
     return contacts[0] if len(contacts) == 1 else {}
 
 
-def _content(message: Dict[str, Any]):
+_READ_TYPES = {"text", "interactive", "button", "location", *MEDIA_TYPES}
+
+
+def _content(message: Dict[str, Any], path: str):
     """(kind, text, payload, extra) of one WhatsApp message object."""
-    kind_name = message.get("type")
-    body = message.get(kind_name) if isinstance(message.get(kind_name), dict) else {}
+    kind_name = shape.member(message, "type", str, path)
+    if kind_name in _READ_TYPES:
+        body = shape.member(message, kind_name, dict, path) or {}
+    else:  # a type we do not read: its body is not ours to judge
+        body = message.get(kind_name) if isinstance(message.get(kind_name), dict) else {}
     if kind_name == "text":
-        return KIND_TEXT, body.get("body"), None, {}
+        return KIND_TEXT, shape.member(body, "body", str, f"{path}.text"), None, {}
     if kind_name == "interactive":
         reply_type = body.get("type")
         reply = body.get(reply_type) if isinstance(body.get(reply_type), dict) else {}

@@ -43,8 +43,13 @@ def make_tracker(
     sender_id: str = "c_test_customer",
     requested_slot: Optional[str] = None,
     signed: bool = True,
+    extracted: Optional[Dict[str, Any]] = None,
 ) -> Tracker:
-    """A tracker as the action server receives it from rasa."""
+    """A tracker as the action server receives it from rasa.
+
+    ``extracted`` are slots rasa's slot extraction set from the latest message
+    (what a form validation validates); they are set on the tracker too.
+    """
     metadata = signed_metadata(metadata) if signed else dict(metadata or {})
     slots = dict(slots or {})
     if requested_slot:
@@ -58,6 +63,9 @@ def make_tracker(
     }
     all_events = list(events or [])
     all_events.append({"event": "user", "text": text, "parse_data": latest, "metadata": metadata or {}})
+    for name, value in (extracted or {}).items():
+        slots[name] = value
+        all_events.append({"event": "slot", "name": name, "value": value})
     return Tracker(
         sender_id=sender_id,
         slots=slots,

@@ -45,3 +45,12 @@ def test_every_form_answers_every_digression():
             covered.setdefault(loop, set()).update(intents)
     for form in TASKS:
         assert set(DIGRESSIONS) <= covered.get(form, set()), f"{form} lacks {set(DIGRESSIONS) - covered.get(form, set())}"
+
+
+def test_every_digression_either_resumes_its_form_or_ends_it():
+    # Rasa never runs a rejected form again by itself: a rule that stops after
+    # the digression's action leaves the customer's next answer to the fallback.
+    for rule in RULES:
+        loop = next(c["active_loop"] for c in rule["condition"] if "active_loop" in c)
+        last = rule["steps"][-1]
+        assert last in ({"active_loop": loop}, {"active_loop": None}), f"{rule['rule']} leaves {loop} hanging"

@@ -327,10 +327,20 @@ def test_a_reply_before_accepting_or_to_an_unreachable_channel_is_refused(desk):
     assert desk.post(alice, case_id, "reply", text="hi").json()["error"].endswith(
         "accept it first. Your reply was not sent.")
     desk.post(alice, case_id, "accept")
+    # The customer's latest channel cannot be sent to: the most recent one that can is used.
     identity.record_channel_use(customer, "rest")
     answer = desk.post(alice, case_id, "reply", text="hi")
+    assert answer.status_code == 200 and answer.json()["message"] == "Sent on WhatsApp."
+    # A customer with no channel the desk can reach: refused, saying why, and the timeline shows it.
+    stranded = identity.resolve("rest", "nowhere-1").customer_id
+    identity.record_channel_use(stranded, "rest")
+    other = cases.record_handoff(stranded, "customer_request", {"channel": "rest"})
+    desk.post(alice, other, "accept")
+    answer = desk.post(alice, other, "reply", text="hello?")
     assert answer.status_code == 409
-    assert answer.json()["error"] == "Not sent: The customer last wrote on rest, which the desk cannot send to."
+    assert answer.json()["error"] == "Not sent: the customer has no channel the desk can send to (tried rest)."
+    timeline = alice.get(f"{desk.base}/cases/{other}/timeline").text
+    assert "hello?" in timeline and 'class="delivery failed"' in timeline
 
 
 def test_customer_text_is_escaped_on_the_desk(desk):

@@ -80,3 +80,15 @@ def test_store_question_in_the_middle_of_a_booking(stack):
     assert "Which service" in chat.say_text("I need an appointment")
     answer = chat.say_text("what are your opening hours?")
     assert "9:00" in answer and "Which service" in answer
+
+
+def test_moving_to_another_channel_inside_a_booking_never_becomes_its_time(stack):
+    chat = Chat(stack)
+    assert "Which service" in chat.say_text("I need an appointment")
+    assert "When would you like" in chat.say_text("a repair please")
+    for digression in ("Can I continue this on WhatsApp?", "/link_channel"):  # typed, and the widget's button
+        answer = chat.say_text(digression)
+        assert "LINK" in answer, answer
+        assert "couldn't work out a date" not in answer
+    day = open_day(12)
+    assert "email" in chat.say_text(f"{day:%B} {day.day} at 11am").lower()  # the booking goes on

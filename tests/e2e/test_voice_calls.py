@@ -143,9 +143,8 @@ def test_a_whatsapp_conversation_continues_on_the_phone_with_low_trust(stack):
 
     call = TwilioCall(stack, caller=number)
     call.ring()
-    # The open form answers the greeting: "Picking up where we left off on whatsapp:
-    # we were checking an order." (or "Welcome back! ..." from the greet rule).
-    assert "checking an order" in call.heard
+    # The greeting is a digression from the open form: it names the task, not the order.
+    assert "checking one of your orders" in call.heard or "checking an order" in call.heard
     assert "whatsapp" in call.heard.lower()
     assert "order number" in call.heard
     call.press("482913")
@@ -308,3 +307,24 @@ def test_jambonz_refuses_unsigned_and_stale_requests(stack):
     assert requests.post(url, data=body, timeout=30).status_code == 403
     stale = signature_header(JAMBONZ_SECRET, body, timestamp=1_600_000_000)
     assert requests.post(url, data=body, headers={"Jambonz-Signature": stale}, timeout=30).status_code == 403
+
+
+def test_a_call_after_a_finished_whatsapp_check_picks_it_up_without_personal_data(stack):
+    number = new_number()
+    for text in ("where is my order 482913", "94105"):  # finished: status, step-up, details
+        body, headers = signed_whatsapp_request(
+            whatsapp_text_payload(number.lstrip("+"), text, f"wamid.{uuid.uuid4().hex}"),
+            TEST_SECRETS["WHATSAPP_APP_SECRET"],
+        )
+        assert requests.post(f"{stack.rasa_url}/webhooks/whatsapp/webhook", data=body, headers=headers,
+                             timeout=60).status_code == 200
+
+    call = TwilioCall(stack, caller=number)
+    call.ring()
+    # Named, on the channel it happened on, but no order number, carrier or date for a caller id.
+    assert "checking one of your orders on WhatsApp" in call.heard
+    assert "4 8 2 9 1 3" not in call.heard and "UPS" not in call.heard
+    assert "postal code" in call.heard  # step-up first...
+    call.press("94105")
+    assert "on its way" in call.heard and "UPS" in call.heard  # ...then it goes on, nothing asked again
+    assert "order number" not in call.heard

@@ -287,3 +287,31 @@ async def test_events_read_from_another_conversation_are_stored(store):
 
     await store.save(DialogueStateTracker.from_events("tom", copied))
     assert list((await store.retrieve_full_tracker("tom")).events) == last_session
+
+
+async def test_a_merge_keeps_the_slots_and_the_open_task_of_both_sides(domain, redis_conn, key_prefix):
+    from rasa.shared.core.domain import Domain
+    from rasa.shared.core.events import ActiveLoop
+
+    slots = {name: {"type": "text", "influence_conversation": False, "mappings": [{"type": "custom"}]}
+             for name in ("order_number", "email", "city", "identity_merged_from", "requested_slot")}
+    both = Domain.from_dict({"version": "3.1", "intents": ["greet"], "slots": slots,
+                             "forms": {"order_status_form": {"required_slots": ["order_number"]}}})
+    store = RedisEventLogTrackerStore(both, redis=redis_conn, key_prefix=key_prefix)
+    # WhatsApp: an order check in progress, the number given, the email given earlier.
+    whatsapp = [ActionExecuted(ACTION_SESSION_START_NAME, timestamp=10), SessionStarted(timestamp=11),
+                SlotSet("email", "old@example.com", timestamp=12), UserUttered("where is my order", timestamp=13),
+                ActiveLoop("order_status_form", timestamp=14), SlotSet("requested_slot", "order_number", timestamp=14),
+                SlotSet("order_number", "482913", timestamp=15), SlotSet("city", "Paris", timestamp=16)]
+    # The web visitor: a session of its own, started later, with a newer email.
+    web = [ActionExecuted(ACTION_SESSION_START_NAME, timestamp=20), SessionStarted(timestamp=21),
+           UserUttered("LINK 123456", timestamp=22), SlotSet("email", "new@example.com", timestamp=23)]
+    await store.save(DialogueStateTracker.from_events("whatsapp-customer", whatsapp, both.slots))
+    await store.save(DialogueStateTracker.from_events("web-visitor", web, both.slots))
+
+    assert await store.merge_conversations("web-visitor", "whatsapp-customer")
+
+    latest = await store.retrieve("whatsapp-customer")  # what the next turn, on either channel, sees
+    assert latest.get_slot("order_number") == "482913" and latest.get_slot("city") == "Paris"  # nothing lost
+    assert latest.get_slot("email") == "new@example.com"  # the later value wins
+    assert latest.active_loop_name == "order_status_form" and latest.get_slot("requested_slot") == "order_number"
