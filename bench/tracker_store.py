@@ -26,7 +26,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, Event, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from threadline import redis_client
+from threadline import redis_client, settings
 from threadline.tracker_store import RedisEventLogTrackerStore
 
 HISTORIES = (0, 10, 100, 300)
@@ -167,7 +167,12 @@ async def run(url: str) -> None:
 def main() -> int:
     """Run the benchmark on REDIS_URL or the embedded server."""
     on_signals_exit()
-    asyncio.run(run(redis_client.redis_url()))
+    starts_embedded = not settings.get().redis_url and not redis_client.embedded_running()
+    try:
+        asyncio.run(run(redis_client.redis_url()))
+    finally:
+        if starts_embedded:  # stop what this run started, however it ends
+            redis_client.stop_embedded()
     return 0
 
 

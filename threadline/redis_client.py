@@ -83,6 +83,11 @@ def embedded_url(var_dir: Optional[Path] = None) -> str:
     raise RuntimeError(f"Embedded redis-server did not start; see {paths['log']}")
 
 
+def embedded_running(var_dir: Optional[Path] = None) -> bool:
+    """Whether the embedded server for ``var_dir`` answers (without starting it)."""
+    return _ping(f"unix://{_embedded_paths(var_dir)['socket']}")
+
+
 def stop_embedded(var_dir: Optional[Path] = None) -> None:
     """Shut the embedded server down (data stays in its append-only file)."""
     paths = _embedded_paths(var_dir)

@@ -21,6 +21,17 @@ from tests.conftest import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
+
+@pytest.fixture(autouse=True)
+def _no_embedded_redis_outlives_a_test(tmp_path):
+    # ``rasa run`` leaves the embedded Redis running on purpose (the next command
+    # shares it); a test's own var/ must not keep one after the test.
+    yield
+    from threadline import redis_client
+
+    if (tmp_path / "var" / "redis").exists():
+        redis_client.stop_embedded(tmp_path / "var")
+
 ROOT = Path(__file__).resolve().parents[2]
 RASA = str(Path(sys.executable).parent / "rasa")
 PLATFORM_PREFIXES = ("WHATSAPP_", "TELEGRAM_", "TWILIO_", "JAMBONZ_", "WEBCHAT_", "AGENT_", "RASA_AUTH", "REDIS_URL",
@@ -196,3 +207,24 @@ def test_a_benchmark_stopped_by_sigterm_stops_its_stacks(tmp_path):
     while leftovers("threadline-bench-") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert leftovers("threadline-bench-") == []
+
+
+def test_the_tracker_store_benchmark_stops_the_embedded_redis_it_started(tmp_path):
+    env = fresh_env(tmp_path)
+    bench = subprocess.Popen([sys.executable, "bench/tracker_store.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not leftovers(str(tmp_path)) and bench.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        started = leftovers(str(tmp_path))  # the embedded Redis is up: the benchmark is measuring
+        bench.send_signal(signal.SIGTERM)
+        bench.wait(120)
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+    assert started, "the benchmark had not started the embedded Redis"
+    deadline = time.monotonic() + 10
+    while leftovers(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert leftovers(str(tmp_path)) == []
