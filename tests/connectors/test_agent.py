@@ -182,6 +182,61 @@ def test_repeated_failed_sign_ins_are_throttled(desk):
     assert page.status_code == 429 and "Too many sign-in attempts" in page.text and page.headers["Retry-After"]
 
 
+def _failed_sign_ins(desk, count, **headers):
+    browser = requests.Session()
+    page = browser.get(f"{desk.base}/login", headers=headers)
+    for _ in range(count):
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        page = browser.post(f"{desk.base}/login", data={"agent": "alice", "token": "guess", "csrf": csrf},
+                            headers=headers)
+    return browser, page
+
+
+def _sign_in_from(desk, **headers):
+    browser = requests.Session()
+    page = browser.get(f"{desk.base}/login", headers=headers)
+    for cookie in browser.cookies:
+        cookie.secure = False  # the browser's leg to the proxy is https; this test's leg is not
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    return browser.post(f"{desk.base}/login", data={"agent": "alice", "token": "alice-token", "csrf": csrf},
+                        headers=headers, allow_redirects=False)
+
+
+def test_behind_a_trusted_proxy_one_address_failing_does_not_lock_out_the_others(desk, monkeypatch):
+    monkeypatch.setenv("THREADLINE_TRUSTED_PROXIES", "127.0.0.1")
+    _, last = _failed_sign_ins(desk, LOGIN_FAILURE_LIMIT + 1, **{"X-Forwarded-For": "203.0.113.66"})
+    assert last.status_code == 429
+    assert _sign_in_from(desk, **{"X-Forwarded-For": "198.51.100.20"}).status_code == 303  # another agent's office
+
+
+def test_without_a_trusted_proxy_a_forged_forwarded_address_does_not_escape_the_lockout(desk):
+    _failed_sign_ins(desk, LOGIN_FAILURE_LIMIT + 1)
+    assert _sign_in_from(desk, **{"X-Forwarded-For": "198.51.100.21"}).status_code == 429
+
+
+def test_the_session_cookie_is_secure_when_a_trusted_proxy_says_https(desk, monkeypatch):
+    plain = _sign_in_from(desk, **{"X-Forwarded-Proto": "https"})  # nobody trusted: the connection is http
+    cookie = [h for h in plain.raw.headers.getlist("Set-Cookie") if h.startswith("threadline_agent=")][0]
+    assert "Secure" not in cookie
+    monkeypatch.setenv("THREADLINE_TRUSTED_PROXIES", "127.0.0.1")
+    behind_tls = _sign_in_from(desk, **{"X-Forwarded-Proto": "https"})
+    cookie = [h for h in behind_tls.raw.headers.getlist("Set-Cookie") if h.startswith("threadline_agent=")][0]
+    assert "Secure" in cookie
+
+
+def test_a_malformed_case_number_is_a_clear_400_never_a_500(desk):
+    anonymous = requests.get(f"{desk.base}/events", params={"case": "²"}, timeout=5)
+    assert anonymous.status_code in (400, 401)
+    alice = desk.sign_in("alice")
+    for value in ("²", "1e9999", "-1", "12abc", "9" * 40):
+        answer = alice.get(f"{desk.base}/events", params={"case": value}, timeout=5, stream=True)
+        assert answer.status_code in (400, 404), (value, answer.status_code)
+        if answer.status_code == 400:
+            assert "case must be a case number" in answer.text
+        answer.close()
+    assert alice.get(f"{desk.base}/cases/%C2%B2", timeout=5).status_code in (400, 404)
+
+
 def test_sign_out_ends_the_session_everywhere(desk):
     alice = desk.sign_in("alice")
     cookie = alice.cookies.get("threadline_agent")

@@ -42,6 +42,8 @@ def test_a_fresh_signature_verifies():
         ("t=1700000000", BODY, SECRET, 1700000000),
         ("v1=" + "0" * 64, BODY, SECRET, 1700000000),
         ("t=abc,v1=" + "0" * 64, BODY, SECRET, 1700000000),
+        ("t=\u00b2,v1=" + "0" * 64, BODY, SECRET, 1700000000),   # a digit to str.isdigit, not to int()
+        ("t=1700000000,v1=" + "\u00e9" * 64, BODY, SECRET, 1700000000),
         ("SIGNED", BODY, SECRET, 1700000000),
         ("GOOD", BODY + b" ", SECRET, 1700000000),        # body changed
         ("GOOD", BODY, "another-secret", 1700000000),      # wrong secret
@@ -184,6 +186,8 @@ def test_a_caller_hanging_up_is_not_a_completed_conversation(served, redis):
         {"Jambonz-Signature": signature_header("wrong-secret", b"{}")},
         {"Jambonz-Signature": signature_header(SECRET, b"{}", timestamp=int(time.time()) - 3600)},
         {"Authorization": "Basic " + base64.b64encode(b"jambonz:guess").decode()},
+        {"Jambonz-Signature": "t=\u00b2,v1=" + "0" * 64},
+        {"Authorization": "Basic \u00e9\u00e9"},
     ],
 )
 def test_unauthenticated_requests_are_refused(served, headers):
