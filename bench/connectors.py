@@ -137,6 +137,9 @@ def run_chunk(channel, url, senders, conversations, first_customer, secrets):
     async def sender(session, index, turns):
         for conversation in range(conversations):
             customer = _customer(channel, first_customer + index * conversations + conversation)
+            if channel == "webchat":  # a visitor first gets its token, as the widget does (not timed)
+                async with session.post(url.rsplit("/", 1)[0] + "/session") as issued:
+                    customer = (await issued.json())["sender"]
             for text in CONVERSATION:
                 body, headers = _request_for(channel, customer, text, secrets)
                 turn = {"customer": customer, "text": text, "replies": None, "error": None}
@@ -282,7 +285,10 @@ def bench_channels(turns, rounds, warmup=True):
                 TELEGRAM_API_BASE=recorder.url + API_MOUNTS["telegram"],
             )
             print("starting the stack (action server, rasa server, embedded Redis) ...", flush=True)
-            stack = Stack(rasa_port=free_port(), action_port=free_port(), env=env)
+            from bench.stock import credentials_with_rest
+
+            stack = Stack(rasa_port=free_port(), action_port=free_port(), env=env,
+                          credentials=credentials_with_rest(var_dir))
             started = time.perf_counter()
             with stack, ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 missing = [c for c in ("connectors.whatsapp.WhatsAppInput", "connectors.telegram.TelegramInput",

@@ -111,7 +111,10 @@ async def measure(rasa_url: str, concurrency: int, messages: int) -> dict:
 def run_model(label: str, model: Path, messages: int, results: dict) -> None:
     from tests.conftest import free_port
 
-    with Stack(model=str(model.relative_to(ROOT)), rasa_port=free_port(), action_port=free_port()) as stack:
+    from stock import credentials_with_rest
+
+    with Stack(model=str(model.relative_to(ROOT)), rasa_port=free_port(), action_port=free_port(),
+               credentials=credentials_with_rest()) as stack:
         for concurrency in (1, 10):
             results[(label, concurrency)] = asyncio.run(measure(stack.rasa_url, concurrency, messages))
 
