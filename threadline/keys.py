@@ -31,7 +31,8 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:tracker:ev:{customer}", "list", "retention", "the conversation's events, append-only, as JSON", "conversation"),
     KeySpec("{p}:tracker:ss:{customer}", "list", "retention", "offsets where each session starts", "conversation"),
     KeySpec("{p}:tracker:dg:{customer}", "set", "retention", "digests of the stored events (no event is stored twice)", "conversation"),
-    KeySpec("{p}:lock:{customer}", "string", "lock lifetime", "the conversation's ticket lock (Rasa's `RedisLockStore`)", "conversation"),
+    KeySpec("{p}:lock:q:{customer}", "zset", "lock lifetime", "the conversation's live lock tickets (`<ticket>:<expiry ms>`, scored by ticket); the lowest is served", "conversation"),
+    KeySpec("{p}:lock:n:{customer}", "string", "lock lifetime", "the conversation's next lock ticket number", "conversation"),
     # identity
     KeySpec("{p}:id:ch:{channel}:{h(user)}", "hash", "none", "one channel identity: `cid`, `trust`, `origin`", "identity"),
     KeySpec("{p}:id:phone:{h(e164)}", "string", "none", "verified phone number -> customer id", "identity"),
@@ -91,6 +92,14 @@ class Keys:
     def lock_prefix(self) -> str:
         """``{p}:lock:``, what lock keys start with."""
         return self._k("lock") + ":"
+
+    def lock_queue(self, customer_id: str) -> str:
+        """``{p}:lock:q:{customer}``."""
+        return self._k("lock", "q", customer_id)
+
+    def lock_next(self, customer_id: str) -> str:
+        """``{p}:lock:n:{customer}``."""
+        return self._k("lock", "n", customer_id)
 
     # identity (``hashed`` parts are already HMACs)
     def identity(self, *parts: str) -> str:

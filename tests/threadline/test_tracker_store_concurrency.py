@@ -8,7 +8,7 @@ import redis
 from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from rasa.utils.endpoints import EndpointConfig
 
-from threadline.lock_store import RedisUrlLockStore
+from threadline.lock_store import RedisTicketLockStore
 from threadline.tracker_store import RedisEventLogTrackerStore
 
 pytestmark = [pytest.mark.services, pytest.mark.asyncio]
@@ -105,7 +105,7 @@ async def test_threads_with_own_connections(make_store):
 async def test_two_processors_under_the_lock_store(make_store, redis_url, key_prefix):
     """Like two rasa instances: each turn holds the conversation lock while it runs."""
     locks = [
-        RedisUrlLockStore(EndpointConfig(url=redis_url, key_prefix=key_prefix)) for _ in range(2)
+        RedisTicketLockStore(EndpointConfig(url=redis_url, key_prefix=key_prefix)) for _ in range(2)
     ]
     stores = [make_store(), make_store()]
 
