@@ -61,6 +61,7 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:consent:{customer}", "hash", "none", "current consent, `{channel}:{purpose}` -> `granted`/`revoked`: the projection of the ledger in the business database", "personal data"),
     KeySpec("{p}:vault:{token}", "string", "`VAULT_TTL_SECONDS`", "one email or phone number behind a token: AES-GCM ciphertext and its customer", "personal data"),
     KeySpec("{p}:vault:cust:{customer}", "set", "`VAULT_TTL_SECONDS`", "the tokens minted for one customer (erasure)", "personal data"),
+    KeySpec("{p}:erasure:pending:{customer}", "string", "10 min", "an erasure the customer confirmed, carried out when the turn is saved", "personal data"),
     # voice
     KeySpec("{p}:voice:call:{channel}:{call id}", "hash", "6 h", "one call: customer, turn, last prompt, no-input count, statuses", "voice"),
     KeySpec("{p}:voice:choices:{channel}:{call id}", "hash", "1 h", "keypad digit or spoken title -> payload", "voice"),
@@ -145,6 +146,10 @@ class Keys:
     def consent(self, customer_id: str) -> str:
         """``{p}:consent:{customer}``."""
         return self._k("consent", customer_id)
+
+    def erasure_pending(self, customer_id: str) -> str:
+        """``{p}:erasure:pending:{customer}``."""
+        return self._k("erasure", "pending", customer_id)
 
     def vault(self, token_id: str) -> str:
         """``{p}:vault:{token}``."""

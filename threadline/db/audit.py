@@ -26,3 +26,16 @@ def entries(customer_ref: Optional[str] = None, action: Optional[str] = None) ->
              "detail": row.detail, "at": row.created_at.isoformat()}
             for row in session.scalars(query).all()
         ]
+
+
+def pseudonymise(customer_refs, replacement: str) -> int:
+    """Erasure: the customer's audit rows keep their facts under ``replacement``."""
+    from sqlalchemy import update
+
+    refs = list(customer_refs)
+    if not refs:
+        return 0
+    with session_scope() as session:
+        return session.execute(
+            update(AuditEntry).where(AuditEntry.customer_ref.in_(refs)).values(customer_ref=replacement)
+        ).rowcount
