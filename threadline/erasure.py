@@ -138,7 +138,7 @@ def erase(customer_id: str, *, owner: Optional[int] = None, actor: str = "operat
               keys.webchat("offered", customer_id), keys.prefetch(customer_id)]
     r.delete(*state)
     removed["failed_sends"] = _forget_failed_sends(customer_id, r)
-    business = personal.erase(customer_id, owner)
+    business = personal.erase(customer_id, owner, pseudonym(customer_id))
     removed.update(business.pop("counts"))
     identifiers.update(business["identifiers"])
     removed["ledger_rows"] = ledger.pseudonymise([customer_id], pseudonym(customer_id))

@@ -15,8 +15,10 @@ from threadline.db.session import session_scope
 ERASED = "(erased)"
 
 
-def erase(customer_ref: str, owner: Optional[int] = None) -> Dict[str, Any]:
+def erase(customer_ref: str, owner: Optional[int] = None, replacement: Optional[str] = None) -> Dict[str, Any]:
     """Blank the personal fields of a Threadline customer and, if given, of business customer ``owner``.
+
+    The customer's rows stay (a slot stays taken) under ``replacement``.
 
     Returns ``{"counts": {...}, "identifiers": [(kind, value), ...]}``: the
     identifiers found on the way (for the suppression list).
@@ -29,14 +31,15 @@ def erase(customer_ref: str, owner: Optional[int] = None) -> Dict[str, Any]:
                 identifiers.append(("email", row.contact_email))
         counts["appointments"] = session.execute(
             update(Appointment).where(Appointment.customer_ref == customer_ref)
-            .values(contact_email=None, booked_by=None)
+            .values(contact_email=None, booked_by=None, customer_ref=replacement or customer_ref)
         ).rowcount
         counts["handoff_cases"] = session.execute(
             update(HandoffCase).where(HandoffCase.customer_ref == customer_ref)
-            .values(context=None, customer_message=None, resolution=None)
+            .values(context=None, customer_message=None, resolution=None, customer_ref=replacement or customer_ref)
         ).rowcount
         counts["feedback"] = session.execute(
-            update(Feedback).where(Feedback.customer_ref == customer_ref).values(comment=None)
+            update(Feedback).where(Feedback.customer_ref == customer_ref)
+            .values(comment=None, customer_ref=replacement or customer_ref)
         ).rowcount
         counts["business_customer"] = 0
         if owner:
