@@ -41,10 +41,18 @@ class PersonalDataFilter(logging.Filter):
         return True
 
 
+_factory_installed = False
+
+
 def install() -> None:
     """Scrub every log record from now on, in this process (idempotent)."""
+    global _factory_installed
     factory = logging.getLogRecordFactory()
-    if not getattr(factory, _INSTALLED, False):
+    # Once per process: another library may wrap the factory after us, and our
+    # wrapper stays in its chain (wrapping again would stack up on every call).
+    if not _factory_installed and not getattr(factory, _INSTALLED, False):
+        _factory_installed = True
+
         def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = factory(*args, **kwargs)
             _scrub_record(record)

@@ -42,6 +42,9 @@ PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN", "CA", "AU")
 
 TOKEN_RE = re.compile(r"email-[a-z2-7]{16}@token\.invalid|<PHONE_NUMBER:[a-z2-7]{16}>")
 PLACEHOLDER_RE = re.compile(r"<(?:%s)(?::[a-z2-7]{16})?>" % "|".join(ENTITIES))
+# A phone number has at least this many digits: six-digit order numbers and
+# postal codes are valid local numbers somewhere, and must stay as they are.
+PHONE_MIN_DIGITS = 8
 # Every value looked for has a digit or an "@": text without either is clean.
 _MAYBE = re.compile(r"[\d@]")
 
@@ -135,7 +138,7 @@ class _Engines:
 def _build_analyzer():
     import spacy
     import tldextract
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer import AnalyzerEngine, Pattern, RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
     from presidio_analyzer.predefined_recognizers import (
         CreditCardRecognizer,
@@ -161,12 +164,16 @@ def _build_analyzer():
         def load(self) -> None:
             self.nlp = {"en": spacy.blank("en")}
 
+    # Presidio's card patterns want four groups; 13-digit cards are written 4-4-5.
+    card_patterns = list(CreditCardRecognizer.PATTERNS) + [
+        Pattern("13 digits (4-4-5)", r"\b\d{4}[- ]\d{4}[- ]\d{5}\b", 0.3)]
+
     nlp_engine = BlankSpacyEngine(models=[{"lang_code": "en", "model_name": "blank:en"}])
     nlp_engine.load()
     registry = RecognizerRegistry()
     registry.supported_languages = ["en"]
     for recognizer in (
-        CreditCardRecognizer(),
+        CreditCardRecognizer(patterns=card_patterns),
         IbanRecognizer(),
         OfflineEmailRecognizer(),
         PhoneRecognizer(supported_regions=PHONE_REGIONS),
@@ -198,6 +205,7 @@ def find(text: Optional[str]) -> List[Found]:
         Found(r.entity_type, r.start, r.end, r.score)
         for r in results
         if not any(start <= r.start and r.end <= end for start, end in protected)
+        and (r.entity_type != PHONE_NUMBER or sum(ch.isdigit() for ch in text[r.start:r.end]) >= PHONE_MIN_DIGITS)
     ]
     return sorted(found, key=lambda f: (f.start, -f.score))
 
