@@ -9,20 +9,40 @@ made elsewhere. Lines without a digit or an "@" cost one regex search.
 from __future__ import annotations
 
 import logging
+import re
+import threading
 from typing import Any
 
 _INSTALLED = "_threadline_private"
+_WITHHELD = "(withheld by the personal-data filter)"
+_MAYBE = re.compile(r"[\d@]")
+_busy = threading.local()
 
 
 def _scrub_record(record: logging.LogRecord) -> None:
     if getattr(record, _INSTALLED, False):
         return
-    from threadline import pii
-
     try:
         message = record.getMessage()
     except Exception:  # a malformed record is logging's problem, not ours
         return
+    setattr(record, _INSTALLED, True)
+    if getattr(_busy, "active", False):
+        # Logged by the analyzer while it scrubs another line: never analysed
+        # (that would recurse), so withheld if it could hold a value.
+        if _MAYBE.search(message):
+            record.msg, record.args, record.exc_info, record.exc_text = _WITHHELD, (), None, None
+        return
+    _busy.active = True
+    try:
+        _scrub(record, message)
+    finally:
+        _busy.active = False
+
+
+def _scrub(record: logging.LogRecord, message: str) -> None:
+    from threadline import pii
+
     cleaned = pii.scrub(message)
     if cleaned != message or record.args:
         record.msg, record.args = cleaned, ()
@@ -30,7 +50,6 @@ def _scrub_record(record: logging.LogRecord) -> None:
         record.exc_text = pii.scrub(logging.Formatter().formatException(record.exc_info))
     elif record.exc_text:
         record.exc_text = pii.scrub(record.exc_text)
-    setattr(record, _INSTALLED, True)
 
 
 class PersonalDataFilter(logging.Filter):
