@@ -19,7 +19,7 @@ export TF_DETERMINISTIC_OPS := 1
 export PYTHONHASHSEED := 0
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 
-.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean browser db replay-failed
+.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean browser db replay-failed erase-customer export-customer
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,12 @@ db: $(STAMP)  ## create the business database's schema, with the demo data
 
 replay-failed: $(STAMP)  ## send undelivered messages again, once each
 	$(PY) -m connectors.replay
+
+erase-customer: $(STAMP)  ## erase one customer's data (CUSTOMER=c_... or PHONE=+1...), GDPR art. 17
+	$(PY) -m threadline.erasure erase $(if $(PHONE),--phone "$(PHONE)",--customer "$(CUSTOMER)")
+
+export-customer: $(STAMP)  ## print one customer's data as JSON (CUSTOMER=c_... or PHONE=+1...), GDPR art. 15/20
+	@$(PY) -m threadline.erasure export $(if $(PHONE),--phone "$(PHONE)",--customer "$(CUSTOMER)")
 
 validate: $(STAMP)  ## check domain, stories and rules for conflicts
 	$(PY) scripts/validate_data.py
