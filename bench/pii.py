@@ -193,7 +193,6 @@ def bench_stack(sample):
     import requests
 
     from connectors.twilio_voice import sign_request
-    from connectors.webchat.visitors import visitor_token
     from tests.conftest import TEST_SECRETS, free_port
     from tests.support import payloads as p
     from tests.support.recorder import Recorder
@@ -205,6 +204,7 @@ def bench_stack(sample):
     try:
         with Recorder() as recorder:
             env = dict(secrets, THREADLINE_VAR_DIR=var_dir, THREADLINE_KEY_PREFIX="benchpii",
+                       RATE_LIMIT_PER_SOURCE="100000",
                        WHATSAPP_API_BASE=recorder.url + "/graph", TELEGRAM_API_BASE=recorder.url + "/telegram")
             print("\n2. Nothing raw is kept: starting the stack ...", flush=True)
             with Stack(rasa_port=free_port(), action_port=free_port(), env=env) as stack:
@@ -240,7 +240,7 @@ def bench_stack(sample):
                         reply = requests.post(base + "/telegram/webhook", data=json.dumps(update),
                                               headers=p.telegram_headers(secrets["TELEGRAM_SECRET_TOKEN"]), timeout=60)
                     elif channel == "webchat":
-                        sender = visitor_token(f"benchpii-{n:08d}-{uuid.uuid4().hex[:12]}")
+                        sender = requests.post(base + "/webchat/session", timeout=60).json()["sender"]
                         reply = requests.post(base + "/webchat/webhook", json={"sender": sender, "message": text},
                                               timeout=60)
                     else:
@@ -264,7 +264,12 @@ def bench_stack(sample):
                 stop.set()
                 thread.join(2)
                 ok = sum(1 for _, status in statuses if status == 200)
-                print(f"  sent {len(statuses)} messages ({ok} answered 200) in {elapsed:.0f} s", flush=True)
+                by_channel = {}
+                for channel, status in statuses:
+                    by_channel.setdefault(channel, {}).setdefault(status, 0)
+                    by_channel[channel][status] += 1
+                print(f"  sent {len(statuses)} messages ({ok} answered 200) in {elapsed:.0f} s: "
+                      + ", ".join(f"{c} {dict(s)}" for c, s in by_channel.items()), flush=True)
                 found = _scan(redis, Path(var_dir), desk_messages, _raw_values(sample))
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
@@ -332,7 +337,11 @@ def bench_cost(turns):
     from threadline.redis_client import get_client
 
     os.environ["THREADLINE_KEY_PREFIX"] = "benchcost" + uuid.uuid4().hex[:8]
+    os.environ.setdefault("THREADLINE_VAR_DIR", tempfile.mkdtemp(prefix="threadline-bench-cost-"))
     settings.reload()
+    from threadline.db import ensure_ready
+
+    ensure_ready()
     pii.warm_up()
     sample = messages(64, seed=99)
     timings = {True: [], False: []}

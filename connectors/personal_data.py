@@ -5,14 +5,15 @@ belong to the customer) and before anything is forwarded: the text Rasa reads
 and the envelope's own text and extras get typed placeholders, emails and
 phone numbers vault tokens (``threadline.pii``). From there on the tracker,
 the event broker, the desk, logs and the failed-send store only ever see
-what was masked. Voice transcripts are envelopes like any other text.
+what was masked. Voice transcripts are envelopes like any other text; a
+button's payload, the bot's own words, is read as it was sent.
 """
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from connectors.delivery import Envelope
+from connectors.delivery import KIND_BUTTON, Envelope
 from threadline import pii
 
 # Extras that are identifiers of our own, never the customer's words.
@@ -28,7 +29,9 @@ def mask_envelope(envelope: Envelope, turn: Any, redis: Any) -> None:
     if not ENABLED:
         return
     masked_text = None
-    if turn.text:
+    # A button's payload is the bot's own (an offered payload, or an alias the
+    # bot stored): it is read as sent; the button's title is masked below.
+    if turn.text and envelope.kind != KIND_BUTTON:
         masked_text = pii.mask(turn.text, turn.customer_id, redis=redis)
         turn.text = masked_text.text
     if envelope.text:
