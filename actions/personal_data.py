@@ -26,12 +26,12 @@ def reveal(value: Any, tracker: Tracker, purpose: str) -> Optional[str]:
 
 
 def shown(value: Any, tracker: Tracker) -> str:
-    """A hint of the value for a message to its owner: the first character and the domain of an email."""
+    """A hint of the value for a message to its owner: "r…@example.org" (not an address, so no filter takes it)."""
     raw = reveal(value, tracker, "display") if value is not None else None
     if not raw:
         return "the address you gave"
     local, at, domain = raw.partition("@")
     if at:
-        return f"{local[:1]}***@{domain}"
+        return f"{local[:1]}…@{domain}"
     digits = [ch for ch in raw if ch.isdigit()]
     return "***" + "".join(digits[-2:]) if digits else "***"

@@ -421,7 +421,8 @@ class ThreadlineInput(InputChannel):
                 return Outcome(envelope, "limited", trace_id=trace_id, retry_after=verdict.retry_after)
             await self.before_processing(delivery, envelope)
             turn = await run_sync(self.identify, delivery, envelope)
-            handled = await linking.intercept(self, delivery, envelope, turn)
+            with consent.replying(turn.customer_id, self.name()):
+                handled = await linking.intercept(self, delivery, envelope, turn)
             if handled is None:
                 handled = await consent.intercept(self, delivery, envelope, turn)
             if handled is not None:

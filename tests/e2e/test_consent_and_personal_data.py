@@ -26,7 +26,7 @@ def test_an_email_is_a_token_everywhere_but_the_booking(stack):
     confirm = chat.say("my email is rosa.quintana@example.org and my card is 4111 1111 1111 1111")
     assert "Shall I book" in confirm[0]["text"]
     done = chat.say_text("yes")
-    assert "booked" in done and "r***@example.org" in done and "rosa.quintana" not in done
+    assert "booked" in done and "r…@example.org" in done and "rosa.quintana" not in done
     (booked,) = queries.upcoming_appointments(chat.customer_id)
     assert booked.contact_email == "rosa.quintana@example.org"  # the action server resolved the token
     stored = conversation_text(chat.customer_id)
