@@ -19,7 +19,7 @@ export TF_DETERMINISTIC_OPS := 1
 export PYTHONHASHSEED := 0
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 
-.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean browser db replay-failed readme
+.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean browser db replay-failed readme erase-customer export-customer
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,12 @@ replay-failed: $(STAMP)  ## send undelivered messages again, once each
 
 readme: $(STAMP)  ## regenerate the README's settings and Redis key tables from their registries
 	$(PY) scripts/readme_tables.py
+
+erase-customer: $(STAMP)  ## erase one customer's data (CUSTOMER=c_... or PHONE=+1...), GDPR art. 17
+	$(PY) -m threadline.erasure erase $(if $(PHONE),--phone "$(PHONE)",--customer "$(CUSTOMER)")
+
+export-customer: $(STAMP)  ## print one customer's data as JSON (CUSTOMER=c_... or PHONE=+1...), GDPR art. 15/20
+	@$(PY) -m threadline.erasure export $(if $(PHONE),--phone "$(PHONE)",--customer "$(CUSTOMER)")
 
 validate: $(STAMP)  ## check domain, stories and rules for conflicts
 	$(PY) scripts/validate_data.py

@@ -15,6 +15,7 @@ from actions import verification
 from actions.context import customer_ref, turn
 from actions.datetimes import parse_when
 from actions.formatting import say_date, say_datetime
+from actions.personal_data import reveal, shown
 from threadline.db import queries
 from threadline.db.seed import OPEN_DAYS, OPEN_HOURS, SERVICES
 
@@ -149,10 +150,10 @@ class ValidateAppointmentForm(AppointmentTimeValidation):
         self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> Dict[Text, Any]:
         email = str(slot_value or "").strip()
-        if not EMAIL_RE.match(email):
+        if not EMAIL_RE.match(reveal(email, tracker, "validate_email") or ""):
             dispatcher.utter_message(response="utter_invalid_email")
             return {"appointment_email": None}
-        return {"appointment_email": email.lower()}
+        return {"appointment_email": email.lower()}  # a vault token stays a token
 
 
 class ValidateAppointmentRescheduleForm(AppointmentTimeValidation):
@@ -261,7 +262,8 @@ class ActionBookAppointment(Action):
             dispatcher.utter_message(response="utter_task_stopped")
             return _reset()
         try:
-            booked = queries.book_appointment(customer_ref(tracker), service, when, email,
+            booked = queries.book_appointment(customer_ref(tracker), service, when,
+                                              reveal(email, tracker, "booking_confirmation"),
                                               booked_by=turn(tracker).identity)
         except queries.SlotUnavailable:
             dispatcher.utter_message(response="utter_slot_taken", time=say_datetime(when))
@@ -272,7 +274,7 @@ class ActionBookAppointment(Action):
             service=service,
             time=say_datetime(booked.starts_at),
             ref=booked.ref,
-            email=email,
+            email=shown(email, tracker),
         )
         return _reset() + [SlotSet("appointment_ref", booked.ref)]
 

@@ -55,7 +55,8 @@ TASKS: Dict[str, Task] = {
 # Intents that mean something other than an answer, inside any form: they are
 # answered (data/rules/digressions.yml) and the form goes on. No free-text
 # slot mapping may take them as a value (a test checks domain.yml).
-DIGRESSIONS = ("greet", "ask_faq", "challenge_bot", "provide_link_code", "link_channel", "stop_task", "request_human")
+DIGRESSIONS = ("greet", "ask_faq", "challenge_bot", "provide_link_code", "link_channel", "stop_task", "request_human",
+               "opt_out")
 
 # What else the two-stage fallback may suggest besides the tasks: never meta
 # intents such as yes, no or hello, which are not something to be done.

@@ -11,7 +11,8 @@ Receiving, per webhook request (``POST /webhooks/<name>/webhook``)::
     -> parse: a Delivery of Envelopes -> record_events -> for each Envelope, in order:
        claim the platform message id (a redelivery of a stored turn is answered 200,
        one still being processed 503) -> rate limit per sender (429)
-       -> identity.resolve (+ owner, link codes) -> record_channel_use
+       -> identity.resolve (+ owner, link codes, consent keywords) -> record_channel_use
+       -> personal data masked (connectors.personal_data)
        -> UserMessage(sender_id=<customer id>, metadata=<signed TurnMetadata + extras>)
        -> on_new_message -> the id is marked done (the tracker store marks it too,
           atomically with the save), so a crash before that means a redelivery
@@ -65,7 +66,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors import dedupe, linking, server
+from connectors import consent, dedupe, linking, personal_data, server
 from connectors.delivery import (  # noqa: F401 (re-exported: the connector interface)
     KIND_BUTTON,
     KIND_CONTACT,
@@ -420,11 +421,15 @@ class ThreadlineInput(InputChannel):
                 return Outcome(envelope, "limited", trace_id=trace_id, retry_after=verdict.retry_after)
             await self.before_processing(delivery, envelope)
             turn = await run_sync(self.identify, delivery, envelope)
-            handled = await linking.intercept(self, delivery, envelope, turn)
+            with consent.replying(turn.customer_id, self.name()):
+                handled = await linking.intercept(self, delivery, envelope, turn)
+            if handled is None:
+                handled = await consent.intercept(self, delivery, envelope, turn)
             if handled is not None:
                 await run_sync(self.mark_done, envelope)
                 return Outcome(envelope, "processed", handled, trace_id)
             turn.previous_channel = await run_sync(self.finish_identification, envelope, turn.customer_id)
+            await personal_data.mask_turn(self, envelope, turn)
         except Exception:
             await run_sync(self.release_delivery, envelope, lease)
             raise
@@ -443,7 +448,8 @@ class ThreadlineInput(InputChannel):
             message_id=envelope.message_id, metadata=metadata,
         )
         try:
-            await on_new_message(message)
+            with consent.replying(turn.customer_id, self.name()):
+                await on_new_message(message)
         except Exception:
             # Not stored: release the claim so the platform's retry processes it.
             logger.exception("%s: the bot failed on message %s (trace %s)", self.name(), envelope.message_id, trace_id)

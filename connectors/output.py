@@ -3,16 +3,19 @@
 The recipient Rasa passes is the conversation id, i.e. the customer id; it is
 mapped to the customer's address on the channel through the identity index
 only. A response that does not reach the customer is reported
-(``last_report``) and kept for ``make replay-failed``.
+(``last_report``) and kept for ``make replay-failed``. A response the bot
+sends on its own (not a reply to the customer's message) is first checked
+against the customer's consent (``connectors.consent.suppressed``).
 """
 import asyncio
 import copy
 import logging
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from rasa.core.channels.channel import OutputChannel
 
-from connectors.outbound import OutboundSender, end_report, start_report
+from connectors import consent
+from connectors.outbound import OutboundSender, SendReport, end_report, start_report
 from threadline import identity, outbound_failures
 from threadline.message import is_internal_note, only_for_channel
 
@@ -76,6 +79,10 @@ class ThreadlineOutput(OutputChannel):
             raise NoAddress(f"the customer has no {self.name()} address")
         return found
 
+    async def window_open(self, recipient_id: str) -> Optional[bool]:
+        """Whether the platform lets the bot write first right now (None: it has no such window)."""
+        return None
+
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
         """Send one bot response, unless it is an internal note or meant for another channel.
 
@@ -88,6 +95,11 @@ class ThreadlineOutput(OutputChannel):
             return
         target = only_for_channel(custom)
         if target and target != self.name():
+            return
+        reason = await consent.suppressed(self, recipient_id, message)
+        message = consent.without_purpose(message)
+        if reason is not None:
+            self.last_report = SendReport(errors=[f"suppressed: {reason}"])
             return
         original = copy.deepcopy(message)  # Rasa's dispatch pops keys off the message
         report, token = start_report()

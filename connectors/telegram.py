@@ -6,7 +6,9 @@ Telegram proves a webhook call is its own with the ``secret_token`` given to
 button, acknowledged with ``answerCallbackQuery``); ``update_id`` is the dedupe
 key. ``/start <payload>`` deep links pass their payload; ``/start 123456`` is a
 link code. Only private chats are served; a contact the user shares of
-themselves gives a verified phone number.
+themselves gives a verified phone number. A ``my_chat_member`` update saying
+the user blocked the bot (``kicked``), and a 403 answer from ``sendMessage``,
+record a channel opt-out (``connectors.consent``); unblocking grants it again.
 
 Outbound: ``{api_base}/bot<token>/sendMessage`` with ``parse_mode`` MarkdownV2
 (the assistant's Markdown converted, everything else escaped; plain text if
@@ -36,6 +38,7 @@ from connectors.base import (
     constant_time_equals,
     run_sync,
 )
+from connectors import consent as consent_signals
 from connectors import shape
 from connectors.outbound import OutboundSender, note_failure
 from threadline import identity
@@ -98,6 +101,21 @@ class TelegramInput(ThreadlineInput):
             logger.info("telegram: update %s of kind %s ignored", update_id, sorted(set(payload) - {"update_id"}))
             return []
         return [envelope] if envelope else []
+
+    def record_events(self, delivery: Delivery) -> None:
+        """The user blocked (``kicked``) or unblocked the bot: a platform consent signal."""
+        change = delivery.payload.get("my_chat_member") if isinstance(delivery.payload, dict) else None
+        if not isinstance(change, dict):
+            return
+        user = change.get("from") if isinstance(change.get("from"), dict) else {}
+        chat = change.get("chat") if isinstance(change.get("chat"), dict) else {}
+        status = (change.get("new_chat_member") or {}).get("status") if isinstance(change.get("new_chat_member"), dict) else None
+        if "id" not in user or chat.get("type", "private") != "private":
+            return
+        if status == "kicked":
+            consent_signals.platform_opt_out(self.name(), str(user["id"]), "my_chat_member:kicked", self.redis_client())
+        elif status == "member":
+            consent_signals.platform_opt_in(self.name(), str(user["id"]), "my_chat_member:member", self.redis_client())
 
     def _base(self, update_id: str, holder: Dict[str, Any], path: str, chat: Any, **fields: Any) -> Optional[Envelope]:
         user = shape.member(holder, "from", dict, path)
@@ -229,6 +247,9 @@ class TelegramOutput(ThreadlineOutput):
                 body.pop("parse_mode")
                 await self.api("sendMessage", body)
             else:
+                if result.status == 403:  # "Forbidden: bot was blocked by the user"
+                    await run_sync(consent_signals.platform_opt_out, self.name(), str(chat_id), "sendMessage:403",
+                                   self.redis_client())
                 note_failure(result.error or "sendMessage failed", result.status)
 
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:

@@ -30,9 +30,12 @@ from urllib.parse import parse_qsl
 
 from rasa.shared.exceptions import RasaException
 from twilio.request_validator import RequestValidator
+from twilio.twiml import TwiML
 from twilio.twiml.voice_response import Gather, Say, VoiceResponse
 
+from connectors import recording
 from connectors.base import BadPayload, Inbound
+from connectors.voice.calls import caller_identity
 from connectors.voice import (
     EVENT_CALL,
     EVENT_STATUS,
@@ -126,9 +129,25 @@ def _say(fragment: str, attributes: Dict[str, str]) -> Say:
     return say
 
 
-def twiml(prompt: Prompt, *, action_url: str, say: Dict[str, str], gather: Dict[str, str]) -> str:
-    """A TwiML document speaking ``prompt``, then listening (or transferring, or hanging up)."""
+class Recording(TwiML):
+    """``<Recording>``, the noun of ``<Start>`` that records the whole call from here on."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.name = "Recording"
+
+
+def twiml(prompt: Prompt, *, action_url: str, say: Dict[str, str], gather: Dict[str, str],
+          recording_notice: Optional[str] = None) -> str:
+    """A TwiML document speaking ``prompt``, then listening (or transferring, or hanging up).
+
+    With ``recording_notice``, the document first speaks the notice and only
+    then starts recording the call.
+    """
     document = VoiceResponse()
+    if recording_notice:
+        document.append(Say(recording_notice, **say))
+        document.start().append(Recording(channels="dual"))
     fragment = prompt.fragment
     spoken = _say(fragment, say) if fragment else None
     if prompt.transfer_to or prompt.hangup:
@@ -254,7 +273,14 @@ class TwilioVoiceInput(VoiceInput):
             "timeout": self.config["input_timeout"],
             "language": self.config["language"],
         }
-        return twiml(prompt, action_url=action_url, say=say, gather=gather)
+        notice = None
+        if recording.starts_here(action_url):
+            notice = recording.notice()
+            form = self.decode(inbound, inbound.body)
+            voice = self.voice_request(inbound, form)
+            user_id, _ = caller_identity(voice.caller, voice.call_id)
+            recording.record_notice(self.name(), user_id, voice.call_id, self.redis_client())
+        return twiml(prompt, action_url=action_url, say=say, gather=gather, recording_notice=notice)
 
     def status_body(self) -> str:
         """An empty TwiML response."""

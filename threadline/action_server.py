@@ -94,6 +94,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--actions", default="actions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-8s %(name)s  - %(message)s")
+    from threadline import log_privacy, pii
+
+    log_privacy.install()
+    pii.warm_up()
     if not is_loopback(args.host) and not config.is_set("ACTION_SERVER_TOKEN") and not config.is_set(
         "THREADLINE_SECRET_KEY"
     ):

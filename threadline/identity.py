@@ -316,6 +316,11 @@ def channel_identity(channel: str, channel_user_id: str, redis: Any = None) -> O
     return Identity(text(cid), text(trust) or Trust.ANONYMOUS.value, False, text(origin) or Origin.CREATED.value)
 
 
+def customer_for_phone(e164: str, redis: Any = None) -> Optional[str]:
+    """The customer a verified phone number belongs to, if any."""
+    return text(_redis(redis).get(_phone_key(e164)))
+
+
 def address_for(customer_id: str, channel: str, redis: Any = None) -> Optional[str]:
     """The channel user id that reaches ``customer_id`` on ``channel``, if any."""
     return text(_redis(redis).hget(_customer_key(customer_id), "addr:" + channel))

@@ -58,6 +58,11 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:webchat:offered:{customer}", "set", "24 h", "button payloads the web chat offered (typed `/payload` accepted)", "delivery"),
     KeySpec("{p}:webchat:outbox:{visitor}", "list", "7 days", "bot messages waiting for a visitor who is not connected", "delivery"),
     KeySpec("{p}:webchat:replies:{message id}", "string", "10 min", "replies to a REST message, replayed to a client's retry", "delivery"),
+    # consent and personal data
+    KeySpec("{p}:consent:{customer}", "hash", "none", "current consent, `{channel}:{purpose}` -> `granted`/`revoked`: the projection of the ledger in the business database", "personal data"),
+    KeySpec("{p}:vault:{token}", "string", "`VAULT_TTL_SECONDS`", "one email or phone number behind a token: AES-GCM ciphertext and its customer", "personal data"),
+    KeySpec("{p}:vault:cust:{customer}", "set", "`VAULT_TTL_SECONDS`", "the tokens minted for one customer (erasure)", "personal data"),
+    KeySpec("{p}:erasure:pending:{customer}", "string", "10 min", "an erasure the customer confirmed, carried out when the turn is saved", "personal data"),
     # voice
     KeySpec("{p}:voice:call:{channel}:{call id}", "hash", "6 h", "one call: customer, turn, last prompt, no-input count, statuses", "voice"),
     KeySpec("{p}:voice:choices:{channel}:{call id}", "hash", "1 h", "keypad digit or spoken title -> payload", "voice"),
@@ -147,6 +152,23 @@ class Keys:
     def webchat(self, kind: str, ident: str) -> str:
         """``{p}:webchat:{offered|outbox|replies}:{id}``."""
         return self._k("webchat", kind, ident)
+
+    # consent and personal data
+    def consent(self, customer_id: str) -> str:
+        """``{p}:consent:{customer}``."""
+        return self._k("consent", customer_id)
+
+    def erasure_pending(self, customer_id: str) -> str:
+        """``{p}:erasure:pending:{customer}``."""
+        return self._k("erasure", "pending", customer_id)
+
+    def vault(self, token_id: str) -> str:
+        """``{p}:vault:{token}``."""
+        return self._k("vault", token_id)
+
+    def vault_index(self, customer_id: str) -> str:
+        """``{p}:vault:cust:{customer}``."""
+        return self._k("vault", "cust", customer_id)
 
     # voice
     def voice_call(self, channel: str, call_id: str) -> str:

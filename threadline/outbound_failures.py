@@ -2,7 +2,8 @@
 
 Each failure is one Redis string ``{p}:outbound:failed:{id}`` (the channel,
 the customer id, the channel-neutral response as Rasa produced it, the error;
-never the platform address or body) that expires after
+never the platform address or body; personal values in it are scrubbed to
+typed placeholders, ``threadline.pii``) that expires after
 ``OUTBOUND_FAILED_TTL_DAYS``, indexed by time in the sorted set
 ``{p}:outbound:failed``. ``claim`` removes an entry from the index atomically,
 so two replays never send the same message twice; a replay that fails again
@@ -16,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional
 
-from threadline import redis_client
+from threadline import pii, redis_client
 from threadline import settings as settings_module
 from threadline.keys import Keys
 
@@ -47,7 +48,8 @@ def record(channel: str, customer_id: str, message: Dict[str, Any], error: str, 
     """Keep one undelivered response (blocking)."""
     r = _redis(redis)
     keys = Keys()
-    failure = Failure(secrets.token_hex(8), channel, customer_id, dict(message), error[:500], time.time(), attempts)
+    failure = Failure(secrets.token_hex(8), channel, customer_id, pii.scrub_value(dict(message)),
+                      pii.scrub(error[:500]), time.time(), attempts)
     ttl = _ttl()
     pipe = r.pipeline(transaction=True)
     pipe.set(keys.outbound_failed_item(failure.id), json.dumps(asdict(failure), default=str), ex=ttl)

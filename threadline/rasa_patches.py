@@ -1,4 +1,4 @@
-"""Threadline's two changes to Rasa 3.6's runtime, installed when the rasa process builds its tracker store.
+"""Threadline's changes to Rasa 3.6's runtime, installed when the rasa process builds its tracker store.
 
 1. **The action server's token.** Every custom action call (``RemoteAction``)
    carries ``X-Threadline-Action-Token``, the shared secret the action server
@@ -12,6 +12,14 @@ call. Profiling a turn with py-spy put that at 47% of the rasa server's CPU.
 The fix validates the same responses against the same schema with a validator
 built once, and raises the same error with the same message; Rasa's own
 behaviour is otherwise untouched.
+
+3. **The bot's own output passes the personal-data filter.** Every bot
+   message becomes a ``BotUttered`` in ``create_bot_utterance``; its text and
+   button titles are scrubbed there (``threadline.pii.scrub``), so the
+   tracker, the event broker, the desk and the output channels only see
+   placeholders if an action ever put a raw value in a message.
+
+4. **Logs**: ``threadline.log_privacy`` scrubs every log record of the process.
 """
 import functools
 from typing import Any, Dict
@@ -51,12 +59,42 @@ def _install_action_token(RemoteAction: Any) -> None:
     RemoteAction.__init__ = __init__
 
 
+def _install_output_filter() -> None:
+    from rasa.core.actions import action as rasa_action
+
+    original = rasa_action.create_bot_utterance
+    if getattr(original, _INSTALLED, False):
+        return
+
+    @functools.wraps(original)
+    def create_bot_utterance(message: Dict[str, Any]) -> Any:
+        from threadline import pii
+
+        if isinstance(message.get("text"), str):
+            message["text"] = pii.scrub(message["text"])
+        if isinstance(message.get("buttons"), list):
+            message["buttons"] = [
+                dict(button, title=pii.scrub(button["title"]))
+                if isinstance(button, dict) and isinstance(button.get("title"), str) else button
+                for button in message["buttons"]
+            ]
+        return original(message)
+
+    setattr(create_bot_utterance, _INSTALLED, True)
+    rasa_action.create_bot_utterance = create_bot_utterance
+
+
 def install() -> None:
-    """Attach the action token and compile the response validator (idempotent)."""
+    """Attach the action token, the output and log filters; compile the response validator (idempotent)."""
     from jsonschema import ValidationError
     from rasa.core.actions.action import RemoteAction
     from rasa.shared.constants import DOCS_BASE_URL
 
+    from threadline import log_privacy, pii
+
+    log_privacy.install()
+    _install_output_filter()
+    pii.warm_up()
     _install_action_token(RemoteAction)
     if getattr(RemoteAction._validate_action_result, _INSTALLED, False):
         return

@@ -75,6 +75,7 @@ _REGISTRY: List[Variable] = [
         ("THREADLINE_SECRET_KEY", None, "master secret; every other secret not set on its own is derived from it; unset (development only): generated into `var/secret.key`", True),
         ("THREADLINE_ID_PEPPER", None, "HMAC key that hashes phone numbers and platform user ids in Redis key names; unset: derived from the secret key", True),
         ("THREADLINE_METADATA_KEY", None, "signs the trusted part of each message's metadata, which only the connector pipeline writes; unset: derived from the secret key", True),
+        ("THREADLINE_VAULT_KEY", None, "AES-GCM key of the token vault (emails and phone numbers behind tokens) and of the erasure list's HMACs; unset: derived from the secret key", True),
     ),
     *_vars(
         "Limits",
@@ -96,6 +97,13 @@ _REGISTRY: List[Variable] = [
         ("OUTBOUND_RETRY_MAX_DELAY", "30", "longest wait between attempts; a longer `Retry-After` is not retried"),
         ("OUTBOUND_TIMEOUT", "10", "seconds per attempt"),
         ("OUTBOUND_FAILED_TTL_DAYS", "7", "how long undelivered messages are kept for `make replay-failed`"),
+    ),
+    *_vars(
+        "Consent and personal data",
+        ("CONSENT_WORDING_VERSION", "2024-06", "version of the opt-out, opt-in and notice wording, recorded with every consent change"),
+        ("VAULT_TTL_SECONDS", "2592000", "how long a tokenized email or phone number stays resolvable (30 days)"),
+        ("VOICE_RECORDING", "off", "`on` records Twilio calls, always after the recording notice; `off` records nothing"),
+        ("VOICE_RECORDING_NOTICE", "This call may be recorded for quality and training.", "what callers hear before any recording starts"),
     ),
     *_vars(
         "WhatsApp Cloud API",
@@ -168,7 +176,7 @@ _DERIVED = {
     "action_server_token": "ACTION_SERVER_TOKEN",
     "agent_session_secret": "AGENT_SESSION_SECRET",
     "visitor_key": None,
-    "vault_key": None,
+    "vault_key": "THREADLINE_VAULT_KEY",
 }
 
 

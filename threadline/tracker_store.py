@@ -27,6 +27,7 @@ stored again.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -197,7 +198,19 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
         return self.names.dedupe(channel, event.message_id) if channel else ""
 
     async def save(self, tracker: DialogueStateTracker) -> None:
-        """Append the tracker's events that are not stored yet."""
+        """Append the tracker's events that are not stored yet.
+
+        A conversation whose customer confirmed an erasure in this turn
+        (``threadline.erasure.request``) is erased instead: nothing of it is
+        written back, nor sent to the event broker.
+        """
+        from threadline import erasure
+
+        asked = erasure.pending(tracker.sender_id, self.red)
+        if asked is not None:
+            await asyncio.to_thread(erasure.erase, tracker.sender_id, owner=asked.get("owner"),
+                                    actor=asked.get("actor") or "customer", redis=self.red)
+            return
         await self.stream_events(tracker)
         self.save_sync(tracker)
 

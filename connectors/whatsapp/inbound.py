@@ -4,7 +4,9 @@ Meta signs every delivery with ``X-Hub-Signature-256`` (HMAC-SHA256 of
 the raw body under the app secret); ``entry[].changes[].value`` carries
 ``messages`` (forwarded to Rasa in order), ``contacts`` (profile names) and
 ``statuses`` (sent/delivered/read/failed of our own messages, recorded in Redis,
-never shown to the bot). A user is their ``wa_id`` (a phone number WhatsApp has
+never shown to the bot). A ``user_preferences`` change (a user stopping or
+resuming marketing messages) records the marketing consent
+(``connectors.consent``). A user is their ``wa_id`` (a phone number WhatsApp has
 verified) or, for users who hide their number behind a username, their
 business-scoped user id (BSUID, ``from_user_id`` / ``user_id``). A bare
 number answering options sent as a numbered list becomes that option's payload.
@@ -48,8 +50,9 @@ from connectors.whatsapp.common import (
     signature_for,
     window_seconds,
 )
+from connectors import consent as consent_signals
 from connectors.whatsapp.outbound import WhatsAppOutput
-from threadline import identity
+from threadline import consent, identity
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +112,26 @@ class WhatsAppInput(ThreadlineInput):
                     values.append((f"{change_path}.value", value))
         return values
 
+    def record_preferences(self, delivery: Delivery) -> None:
+        """``user_preferences``: a user stopped or resumed marketing messages."""
+        for entry in iter_dicts(delivery.payload.get("entry") if isinstance(delivery.payload, dict) else None):
+            for change in iter_dicts(entry.get("changes")):
+                value = change.get("value") if isinstance(change.get("value"), dict) else {}
+                for preference in iter_dicts(value.get("user_preferences")):
+                    user = preference.get("wa_id") or preference.get("user_id")
+                    if not user or preference.get("category") != "marketing_messages":
+                        continue
+                    signal = f"user_preferences:{preference.get('value')}"
+                    if preference.get("value") == "stop":
+                        consent_signals.platform_opt_out(self.name(), str(user), signal, self.redis_client(),
+                                                         purposes=(consent.MARKETING,))
+                    elif preference.get("value") == "resume":
+                        consent_signals.platform_opt_in(self.name(), str(user), signal, self.redis_client(),
+                                                        purpose=consent.MARKETING)
+
     def record_events(self, delivery: Delivery) -> None:
-        """Record ``statuses`` of our own messages (not shown to the bot)."""
+        """Record ``statuses`` of our own messages (not shown to the bot) and marketing preferences."""
+        self.record_preferences(delivery)
         redis = None
         for _, value in self._changes(delivery.payload):
             for status in iter_dicts(value.get("statuses")):

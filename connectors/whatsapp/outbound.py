@@ -62,6 +62,10 @@ class WhatsAppOutput(ThreadlineOutput):
         """Whether the customer wrote within the last 24 hours."""
         return bool(await run_sync(self.redis_client().exists, _window_key(customer_id)))
 
+    async def window_open(self, recipient_id: str) -> bool:
+        """WhatsApp's customer-service window (consent checks it for marketing sent on the bot's own)."""
+        return await self.in_window(recipient_id)
+
     async def send_template(self, address: str, text: str) -> bool:
         """Send the follow-up template with ``text`` as its body parameter.
 

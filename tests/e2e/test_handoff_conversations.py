@@ -37,12 +37,12 @@ def test_yes_to_a_person_after_troubleshooting_did_not_help(stack):
 def test_two_fallbacks_in_a_row_bring_in_a_person(stack):
     chat = Chat(stack)
     # What customers type when the bot is lost (typed "/intents" reach no channel as intents any more).
-    first = chat.say("what about it then")
+    first = chat.say("ok so like the thing")
     assert "another way" in first[0]["text"] or "not sure I understood" in first[0]["text"], first
     answers = [first]
     for _ in range(3):  # a clarification, then the customer stays unclear: a person comes in
         offered = [b for m in answers[-1] for b in m.get("buttons") or [] if b["title"] == "Something else"]
-        answers.append(chat.say(offered[0]["payload"] if offered else "what about it then"))
+        answers.append(chat.say(offered[0]["payload"] if offered else "ok so like the thing"))
         if "I'm not getting this right" in " ".join(m.get("text", "") for m in answers[-1]):
             break
     assert "I'm not getting this right" in " ".join(m.get("text", "") for m in answers[-1]), answers

@@ -123,3 +123,60 @@ class Feedback(Base):
     helpful = Column(Boolean, nullable=False)
     comment = Column(Text, nullable=True)
     created_at = Column(DateTime, nullable=False, default=utcnow)
+
+
+class ConsentEvent(Base):
+    """One change of a customer's consent: the ledger is append-only, its rows never change.
+
+    ``purpose`` is ``service`` (messages the bot or an agent sends on its own
+    about the customer's business), ``marketing`` or ``recording`` (a call);
+    ``state`` is ``granted`` or ``revoked``; ``source`` is ``keyword``,
+    ``intent``, ``platform_signal``, ``operator`` or ``notice`` (a recording
+    notice the caller heard). The current state is the latest row per
+    (customer, channel, purpose): ``threadline.db.consent``.
+    """
+
+    __tablename__ = "consent_events"
+    id = Column(Integer, primary_key=True)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    channel = Column(String(32), nullable=False)
+    purpose = Column(String(16), nullable=False)
+    state = Column(String(8), nullable=False)
+    source = Column(String(16), nullable=False)
+    wording_version = Column(String(32), nullable=True)
+    detail = Column(String(255), nullable=True)  # the keyword, the platform signal, the call
+    created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
+
+
+class SuppressedSend(Base):
+    """A message the bot or an agent would have sent on its own, not sent, and why."""
+
+    __tablename__ = "suppressed_sends"
+    id = Column(Integer, primary_key=True)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    channel = Column(String(32), nullable=False)
+    purpose = Column(String(16), nullable=False)
+    reason = Column(String(32), nullable=False)  # opted_out | no_marketing_consent | outside_window | erased
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who did what to personal data: vault lookups, erasures, exports, operator consent changes."""
+
+    __tablename__ = "audit_log"
+    id = Column(Integer, primary_key=True)
+    actor = Column(String(64), nullable=False)
+    action = Column(String(32), nullable=False, index=True)
+    customer_ref = Column(String(64), nullable=True, index=True)
+    detail = Column(JSON, nullable=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+
+
+class ErasedIdentifier(Base):
+    """The suppression list: an HMAC of each identifier of an erased customer, never the value."""
+
+    __tablename__ = "erased_identifiers"
+    id = Column(Integer, primary_key=True)
+    digest = Column(String(64), nullable=False, unique=True)
+    kind = Column(String(16), nullable=False)  # customer | phone | email | channel
+    created_at = Column(DateTime, nullable=False, default=utcnow)
