@@ -117,6 +117,21 @@ def _with_an_agent(customer_id: str) -> bool:
     return case is not None and case.status == "accepted"
 
 
+_SUPPRESSION_TEXT = {
+    consent.OPTED_OUT_REASON: "the customer opted out of messages on this channel",
+    consent.NO_MARKETING_REASON: "the customer has not agreed to marketing messages",
+    consent.OUTSIDE_WINDOW_REASON: "the channel only allows replies within 24 hours of the customer's last message",
+}
+
+
+def describe_failure(error: str) -> str:
+    """An error of a ``SendReport`` as an agent reads it (suppressions in words)."""
+    if error.startswith("suppressed: "):
+        reason = error[len("suppressed: "):]
+        return _SUPPRESSION_TEXT.get(reason, f"suppressed ({reason})")
+    return error
+
+
 def without_purpose(message: Dict[str, Any]) -> Dict[str, Any]:
     """The message without its ``purpose`` marker (not something to show the platform)."""
     custom = message.get("custom")

@@ -27,7 +27,7 @@ from rasa.shared.core.events import (
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from connectors import registry
+from connectors import consent, registry
 from connectors.base import run_sync
 from connectors.voice import live
 from threadline import identity
@@ -120,7 +120,7 @@ class Conversation:
             report = getattr(output, "last_report", None)
             label = registry.channel_label(self.app, channel)
             if report is not None and not report.ok:
-                return Delivered("failed", label, "; ".join(report.errors))
+                return Delivered("failed", label, "; ".join(consent.describe_failure(e) for e in report.errors))
             if report is not None and report.queued:
                 return Delivered("queued", label, report.queued)
             return Delivered("sent", label)

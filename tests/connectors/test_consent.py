@@ -308,3 +308,11 @@ def test_telegram_403_blocked_records_a_channel_opt_out(recorder, redis):
 
 def test_signals_for_unknown_users_are_ignored(redis):
     assert connector_consent.platform_opt_out("telegram", "no-such-user", "my_chat_member:kicked") is None
+
+
+def test_a_suppressed_send_is_described_to_the_agent_in_words():
+    from connectors.consent import describe_failure
+
+    assert describe_failure("suppressed: opted_out") == "the customer opted out of messages on this channel"
+    assert "24 hours" in describe_failure("suppressed: outside_window")
+    assert describe_failure("HTTP 500 from the platform") == "HTTP 500 from the platform"
