@@ -13,6 +13,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.context import customer_ref, event_turn, turn
+from actions.formatting import with_article
 from actions.tasks import task_for
 from threadline import linking
 
@@ -47,7 +48,7 @@ def open_task(tracker: Tracker) -> Optional[str]:
     if loop in ("order_status_form", "order_address_form") and order:
         return f"checking order {order}"
     if loop == "appointment_form" and tracker.get_slot("appointment_service"):
-        return f"booking a {tracker.get_slot('appointment_service')} appointment"
+        return f"booking {with_article(tracker.get_slot('appointment_service'))} appointment"
     if loop == "troubleshoot_form" and tracker.get_slot("troubleshoot_problem") in _PROBLEMS:
         return _PROBLEMS[tracker.get_slot("troubleshoot_problem")]
     task = task_for(loop)
