@@ -306,8 +306,12 @@ class ValidateAppointmentForm(AppointmentTimeValidation):
         return {"appointment_service", "appointment_email", "appointment_confirmed"}
 
     def reask(self, slot: str, dispatcher: CollectingDispatcher, tracker: Tracker) -> None:
-        responses = {"appointment_service": "utter_reask_service", "appointment_email": "utter_reask_email"}
-        dispatcher.utter_message(response=responses.get(slot, "utter_reask"))
+        if slot == "appointment_service":
+            dispatcher.utter_message(response="utter_reask_service")
+        elif slot == "appointment_email":
+            dispatcher.utter_message(response="utter_reask_email")
+        else:
+            dispatcher.utter_message(response="utter_reask")
 
     async def extract_appointment_email(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
@@ -398,8 +402,12 @@ class AppointmentTargetValidation(TaskFormValidation):
         if slot == "appointment_ref" and latest_intent(tracker) == "deny":
             dispatcher.utter_message(response="utter_appointment_ref_unknown")
             return {"appointment_check_email": "unknown", REQUESTED_SLOT: None}
-        responses = {"appointment_ref": "utter_reask_appointment_ref", "appointment_check_email": "utter_reask_email"}
-        dispatcher.utter_message(response=responses.get(slot, "utter_reask"))
+        if slot == "appointment_ref":
+            dispatcher.utter_message(response="utter_reask_appointment_ref")
+        elif slot == "appointment_check_email":
+            dispatcher.utter_message(response="utter_reask_check_email")
+        else:
+            dispatcher.utter_message(response="utter_reask")
         return None
 
     def choose(self, tracker: Tracker, current: Optional[str]) -> Optional[str]:

@@ -34,7 +34,7 @@ from rasa_sdk import utils
 
 from actions.context import latest_intent, latest_text
 from actions.continuity import ContinuityFormValidation, known_before_latest
-from actions.tasks import DIGRESSIONS
+from actions.tasks import DIGRESSIONS, task_for
 
 # Intents whose message is meant as an answer to what the form asked, even when it fills nothing.
 ANSWER_ATTEMPTS = frozenset({"provide_info", "nlu_fallback", "affirm", "deny", "out_of_scope"})
@@ -102,13 +102,19 @@ class TaskFormValidation(ContinuityFormValidation, abc.ABC):
             slot
             and not answered
             and self.is_answering(tracker)
-            and latest_intent(tracker) in ANSWER_ATTEMPTS
+            and self.attempts_an_answer(tracker)
             and slot in self.reask_slots()
         ):
             extra = self.reask(slot, dispatcher, tracker) or {}
             events.append(SlotSet(slot, None))  # keeps the form (not the fallback) on this message
             events += [SlotSet(name, value) for name, value in extra.items()]
         return events
+
+    def attempts_an_answer(self, tracker: Tracker) -> bool:
+        """Whether the message is meant as an answer: an answer intent, or this very task asked for again."""
+        intent = latest_intent(tracker)
+        task = task_for(self.form_name())
+        return intent in ANSWER_ATTEMPTS or bool(task and intent in task.start_intents)
 
     def is_answering(self, tracker: Tracker) -> bool:
         """Whether the form runs on the customer's latest message (not returning after a digression)."""
