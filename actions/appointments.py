@@ -30,6 +30,7 @@ from actions.continuity import known_before_latest
 from actions.datetimes import Context, When, parse_when, resolve
 from actions.formatting import say_date, say_datetime, say_time, with_article
 from actions.forms import TaskFormValidation, asked, is_correction, mentions_change
+from actions.tasks import DIGRESSIONS
 from threadline.db import queries
 from threadline.db.seed import OPEN_DAYS, OPEN_HOURS, SERVICES
 
@@ -177,10 +178,12 @@ class AppointmentTimeValidation(TaskFormValidation):
         text = latest_text(tracker)
         if not is_correction(tracker):
             return {}
-        if asked(tracker) == "appointment_time":
-            return {"appointment_time": text}
         reading = self.reading(tracker)
-        if not reading.empty and (reading.time or reading.date) and not self._only_a_number(text, tracker):
+        if asked(tracker) == "appointment_time":
+            if latest_intent(tracker) in DIGRESSIONS and reading.empty:
+                return {}  # "actually never mind": a stop, not a time we could not read
+            return {"appointment_time": text}
+        if not reading.empty and not self._only_a_number(text, tracker):
             return {"appointment_time": text}
         if latest_intent(tracker) == "reschedule_appointment" or (
             mentions_change(text) and _mentioned(tracker, "appointment_time")

@@ -6,7 +6,7 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.context import entity_value
+from actions.context import entity_value, latest_intent
 from actions.continuity import known_before_latest
 from actions.forms import TaskFormValidation, asked
 
@@ -61,6 +61,15 @@ class ValidateTroubleshootForm(TaskFormValidation):
             return dict(result, troubleshoot_problem=slot_value)
         dispatcher.utter_message(response="utter_troubleshoot_step_intro")
         return {"troubleshoot_problem": slot_value, "troubleshoot_step": 0, "troubleshoot_outcome": None}
+
+    async def extract_troubleshoot_outcome(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[Text, Any]:
+        """The problem described again during the steps, naming none ("it's still not working"): not fixed."""
+        if asked(tracker) == "troubleshoot_outcome" and latest_intent(tracker) == "report_problem" \
+                and entity_value(tracker, "problem_type") is None:
+            return {"troubleshoot_outcome": "unresolved"}
+        return {}
 
     def reask_slots(self):
         return {"troubleshoot_problem", "troubleshoot_outcome"}

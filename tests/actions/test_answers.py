@@ -389,3 +389,17 @@ async def test_call_me_back_instead_switches_what_the_team_is_sent():
                         candidates={"handoff_message": message})
     slots, _, _ = await run(ValidateHandoffMessageForm(), tracker)
     assert slots["handoff_message"] == message  # a real message is kept as written
+
+
+async def test_still_not_working_without_naming_the_problem_is_the_next_step():
+    tracker = form_turn("troubleshoot_form", {"troubleshoot_problem": "power", "troubleshoot_step": 0},
+                        "troubleshoot_outcome", "it's still not working", "report_problem")
+    slots, _, _ = await run(ValidateTroubleshootForm(), tracker)
+    assert slots["troubleshoot_step"] == 1 and slots["troubleshoot_outcome"] is None
+
+
+async def test_actually_never_mind_while_the_time_is_asked_is_a_stop():
+    tracker = form_turn("appointment_form", {"appointment_service": "repair"}, "appointment_time",
+                        "actually never mind", "stop_task")
+    slots, said, _ = await run(ValidateAppointmentForm(), tracker)
+    assert set(slots) <= {"requested_slot"} and said == []  # nothing taken: the stop rule answers

@@ -65,7 +65,7 @@ def test_actually_make_it_11am_while_the_email_is_asked_changes_the_time_and_kee
 def test_a_new_time_while_the_email_is_asked_is_no_reschedule_of_a_booking_that_does_not_exist(stack):
     chat = WebChat(stack)
     day = open_day(33)
-    chat.say(f"I need a consultation on {said(day)} at 10")
+    chat.say(f"I'd like to book a consultation on {said(day)} at 10")
     answer = chat.say_text("can we do 3pm instead")
     assert "can't find any upcoming appointments" not in answer and "15:00" in answer
     assert "Shall I book a consultation appointment" in chat.say_text("kim@example.com")
@@ -100,6 +100,19 @@ def test_right_after_booking_the_monday_after_moves_the_appointment_just_booked(
     assert booked_hours(chat.customer_id) == [("installation", dt.datetime.combine(monday, dt.time(14)))]
 
 
+@pytest.fixture
+def fresh_step_up_budgets(stack):
+    """Every e2e test comes from 127.0.0.1: give the address its step-up budget back afterwards."""
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(stack.env["REDIS_URL"])
+    yield
+    for key in client.scan_iter(match="*:limit:stepup-*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.mark.usefixtures("fresh_step_up_budgets")
 def test_cancel_my_appointment_from_a_customer_the_bot_does_not_know(stack):
     booking = WebChat(stack)
     day = open_day(36)
@@ -111,8 +124,9 @@ def test_cancel_my_appointment_from_a_customer_the_bot_does_not_know(stack):
     other = WebChat(stack)  # another browser: nobody this bot knows
     assert "reference" in other.say_text("Cancel my appointment")
     assert "email" in other.say_text(f"it's {ref.lower()}")
-    assert "don't match" in other.say_text("someone@example.com")
-    assert "reference" in other.say_text(f"sorry, {ref}")
+    mismatch = other.say_text("someone@example.com")
+    assert "don't match" in mismatch and "reference" in mismatch  # the same answer whatever was wrong
+    assert "email" in other.say_text(f"sorry, {ref}")
     found = other.say_text("lucy.h@example.net")
     assert "I've found it" in found and f"Cancel your repair appointment {ref}" in found
     assert "cancelled" in other.say_text("yes")
