@@ -1,4 +1,9 @@
-"""The first stage of the two-stage fallback: "Did you mean ...?", offering a task in plain words."""
+"""The first stage of the two-stage fallback: "Did you want to track an order?", offering a task in plain words.
+
+Only tasks (and a person, a store question, another app) are ever offered:
+``actions.tasks.suggestions`` leaves out meta intents such as yes, no or
+hello, so "Did you want to: Yes?" cannot be asked.
+"""
 from typing import Text
 
 from rasa_sdk import Action, Tracker
@@ -7,6 +12,10 @@ from rasa_sdk.types import DomainDict
 
 from actions.tasks import suggestions
 
+
+def as_phrase(title: str) -> str:
+    """A button title inside a sentence: "Track an order" -> "track an order"."""
+    return title[:1].lower() + title[1:]
 
 
 class ActionDefaultAskAffirmation(Action):
@@ -25,7 +34,7 @@ class ActionDefaultAskAffirmation(Action):
         intent = candidates[0]
         dispatcher.utter_message(
             response="utter_ask_affirmation",
-            suggestion=titles[intent],
+            suggestion=as_phrase(titles[intent]),
             buttons=[
                 {"title": titles[intent], "payload": f"/{intent}"},
                 {"title": "Something else", "payload": "/out_of_scope"},

@@ -1,4 +1,10 @@
-"""Channel-neutral wording of dates and times (output channels do the rest)."""
+"""Channel-neutral wording of dates, times and noun phrases (output channels do the rest).
+
+The style these follow is in the README ("How the bot speaks"): days as
+"Tuesday 24 November", times on the 24-hour clock ("15:00"), and the article
+chosen for the word it stands before ("an installation", "a repair"), never
+written before a variable in a response.
+"""
 import datetime as dt
 
 
@@ -12,10 +18,29 @@ def say_date(value: dt.date) -> str:
     return f"{value:%A} {value.day} {value:%B}"
 
 
-def with_article(noun: str) -> str:
-    """"an installation", "a repair": the indefinite article that fits the sound."""
-    word = (noun or "").strip()
-    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}" if word else word
+def say_time(value: dt.time) -> str:
+    """"15:00"."""
+    return f"{value:%H:%M}"
+
+
+# Words whose first letter's sound differs from how it is written.
+_AN_EXCEPTIONS = ("hour", "honest", "honour", "heir")
+_A_EXCEPTIONS = ("one", "once", "uni", "use", "usu", "eu", "ewe", "ufo")
+
+
+def article(word: str) -> str:
+    """"an" or "a" for ``word`` ("an installation", "a repair", "an hour", "a user")."""
+    lowered = (word or "").strip().lower()
+    if lowered.startswith(_AN_EXCEPTIONS):
+        return "an"
+    if lowered.startswith(_A_EXCEPTIONS):
+        return "a"
+    return "an" if lowered[:1] in ("a", "e", "i", "o", "u") else "a"
+
+
+def with_article(word: str) -> str:
+    """``word`` with its indefinite article: "an installation"."""
+    return f"{article(word)} {word}"
 
 
 def say_datetime_safely(value: object) -> str:

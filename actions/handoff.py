@@ -33,8 +33,9 @@ from rasa_sdk.events import (
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.context import customer_ref, entity_value, event_turn, turn
+from actions.context import customer_ref, entity_value, event_turn, latest_text, turn
 from actions.continuity import open_task
+from actions.forms import TaskFormValidation, asked
 from actions.tasks import task_for, task_started_by
 from actions.sentiment import sentiment_summary
 from threadline import handoff
@@ -248,6 +249,41 @@ class ActionDefaultFallback(Action):
             return [UserUtteranceReverted()] + escalate(dispatcher, tracker, "repeated_fallback")
         dispatcher.utter_message(response="utter_default")
         return [UserUtteranceReverted()]
+
+
+# A short reply that changes how the team should answer rather than saying something for them.
+_WANTS_CALL = ("call me", "ring me", "phone me", "call back", "callback", "give me a call")
+_WANTS_MESSAGE = ("leave a message", "send a message", "write a message", "message instead", "i'll write",
+                  "just write", "rather write", "text me")
+SWITCH_WORDS = 8
+
+
+def option_asked_for(text: str) -> Optional[str]:
+    """``callback`` or ``message`` when a short reply asks for that instead ("actually, call me back")."""
+    lowered = text.lower()
+    if len(lowered.split()) > SWITCH_WORDS or any(ch.isdigit() for ch in lowered):
+        return None  # a real message (or a number to call): keep it as written
+    if any(cue in lowered for cue in _WANTS_MESSAGE):
+        return "message"
+    if any(cue in lowered for cue in _WANTS_CALL):
+        return "callback"
+    return None
+
+
+class ValidateHandoffMessageForm(TaskFormValidation):
+    """The message (or callback request) for the team; "call me back instead" switches what is asked."""
+
+    def name(self) -> Text:
+        return "validate_handoff_message_form"
+
+    async def validate_handoff_message(
+        self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[Text, Any]:
+        text = str(slot_value or "").strip()
+        wanted = option_asked_for(text) if asked(tracker) == "handoff_message" and text == latest_text(tracker) else None
+        if wanted and wanted != (tracker.get_slot("handoff_option") or "message"):
+            return {"handoff_message": None, "handoff_option": wanted}
+        return {"handoff_message": text[:2000] or None}
 
 
 class ActionAskHandoffMessage(Action):

@@ -14,9 +14,10 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions import verification
-from actions.context import turn
-from actions.continuity import ContinuityFormValidation, known_before_latest
+from actions.context import entity_value, latest_text, turn
+from actions.continuity import known_before_latest
 from actions.formatting import say_date
+from actions.forms import TaskFormValidation, asked
 from threadline.db import queries
 
 _DIGIT_WORDS = {
@@ -46,6 +47,48 @@ def normalise_postal_code(value: Any) -> str:
     return re.sub(r"[\s-]", "", str(value or "")).upper()
 
 
+def postal_code_candidates(text: str, order_number: Optional[str] = None) -> List[str]:
+    """What in a reply could be the postal code: "it's 94105, not 94107" -> ["94105"].
+
+    Words with a digit (3 to 10 characters), a UK code in two parts ("SW1A 1AA"),
+    or digits said one by one ("nine four one oh five"); never the order number,
+    nor a value the customer says it is not.
+    """
+    words = re.findall(r"[A-Za-z0-9]+", str(text or ""))
+    words = [_DIGIT_WORDS.get(w.lower(), w) if w.lower() in _DIGIT_WORDS else w for w in words]
+    whole = normalise_postal_code(" ".join(words))
+    if words and re.fullmatch(r"[A-Z0-9]{3,10}", whole) and re.search(r"\d", whole) and len(words) <= 3:
+        return [whole] if whole != (order_number or "") else []  # "94 105", "SW1A 1AA"
+    merged: List[str] = []
+    for word in words:  # digits said one by one, or in small groups, become one number
+        if word.isdigit() and len(word) <= 3 and merged and merged[-1].isdigit() and len(merged[-1] + word) <= 10 \
+                and len(merged[-1]) <= 9:
+            merged[-1] += word
+        else:
+            merged.append(word)
+    found: List[str] = []
+    negated = False
+    index = 0
+    while index < len(merged):
+        word = merged[index]
+        if word.lower() in ("not", "isnt", "wasnt"):
+            negated = True
+            index += 1
+            continue
+        following = merged[index + 1] if index + 1 < len(merged) else ""
+        if re.fullmatch(r"[A-Za-z]{1,2}\d[A-Za-z\d]?", word) and re.fullmatch(r"\d[A-Za-z]{2}", following):
+            candidate, index = word + following, index + 2
+        else:
+            candidate, index = word, index + 1
+            if not (re.search(r"\d", candidate) and 3 <= len(candidate) <= 10):
+                continue
+        if negated:
+            negated = False
+        elif normalise_postal_code(candidate) != (order_number or ""):
+            found.append(normalise_postal_code(candidate))
+    return list(dict.fromkeys(found))
+
+
 def has_details(order: queries.OrderInfo) -> bool:
     """Whether the order has anything personal to tell beyond its status."""
     return bool(order.carrier or order.tracking_number or order.expected_delivery)
@@ -73,8 +116,13 @@ def _status_only(dispatcher: CollectingDispatcher, order: queries.OrderInfo) -> 
     )
 
 
-class ValidateOrderStatusForm(ContinuityFormValidation):
-    """Checks the order number; asks the postal code before details a non-owner may not see."""
+class ValidateOrderStatusForm(TaskFormValidation):
+    """Checks the order number; asks the postal code before details a non-owner may not see.
+
+    A new order number at any point switches to that order ("wrong number,
+    it's 554433"); a number that is no order while the postal code is asked
+    (often the postal code itself, misread) keeps the order we have.
+    """
 
     announces_status = True
 
@@ -101,20 +149,36 @@ class ValidateOrderStatusForm(ContinuityFormValidation):
         self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> Dict[Text, Any]:
         number = normalise_order_number(slot_value)
+        known = known_before_latest(tracker, "order_number")
+        keep_known = asked(tracker) not in ("order_number", None) and queries.get_order(known or "") is not None
         if number is None:
+            if keep_known:
+                return {"order_number": known}
             dispatcher.utter_message(response="utter_invalid_order_number")
             return {"order_number": None}
+        if number == known and keep_known:
+            return {"order_number": known}
         order = queries.get_order(number)
         if order is None:
+            if keep_known:
+                return {"order_number": known}
             dispatcher.utter_message(response="utter_unknown_order", order_number=number)
             return {"order_number": None}
-        given_now = known_before_latest(tracker, "order_number") != number
+        given_now = known != number
         if self.announces_status and self.needs_step_up(tracker, order) and (
                 given_now or turn(tracker).may_see_conversation_data):
             # The status now, the details after the postal code; but a number this
             # sender did not give (a caller id joining someone's conversation) is not read out.
             _status_only(dispatcher, order)
         return {"order_number": number, "verification_postal_code": None}
+
+    def reask_slots(self):
+        return {"order_number", "verification_postal_code"}
+
+    def reask(self, slot, dispatcher, tracker):
+        dispatcher.utter_message(
+            response="utter_invalid_order_number" if slot == "order_number" else "utter_reask_postal_code")
+        return None
 
     async def validate_verification_postal_code(
         self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
@@ -125,7 +189,15 @@ class ValidateOrderStatusForm(ContinuityFormValidation):
         if verification.order_step_up_locked(tracker, order):
             dispatcher.utter_message(response="utter_verification_locked")
             return {"verification_postal_code": "locked"}
-        if normalise_postal_code(slot_value) == normalise_postal_code(order.postal_code):
+        given = entity_value(tracker, "postal_code")
+        text = latest_text(tracker) if str(slot_value) == latest_text(tracker) else str(slot_value)
+        candidates = [normalise_postal_code(given)] if given and given in text else \
+            postal_code_candidates(text, order.number)
+        if len(candidates) != 1:
+            # nothing that looks like a postal code, or several: ask again, counting nothing
+            dispatcher.utter_message(response="utter_reask_postal_code")
+            return {"verification_postal_code": None}
+        if candidates[0] == normalise_postal_code(order.postal_code):
             verification.pass_order_step_up(tracker, order)
             return {"verification_postal_code": "ok"}
         result = verification.fail_step_up(tracker, verification.order_record(order.number))

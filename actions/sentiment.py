@@ -6,10 +6,13 @@ escalates when the customer is frustrated.
 The level is a weighted sum of signals over the customer's typed messages
 since the last handoff (button taps say nothing about mood):
 
-* negativity of the latest message (VADER compound below zero),
+* negativity of the latest message (VADER compound below zero; a message of
+  several sentences scores as its most negative one, so "This is useless!!!
+  I WANT A REFUND NOW" is not softened by its second half),
 * the trend: mean compound of the last three messages, below zero, and how
   many of them are clearly negative,
-* shouting: the latest message mostly in capitals, or "!!",
+* shouting: the latest message mostly in capitals, or a run of three
+  capitalised words in it ("I WANT A REFUND NOW"), or "!!",
 * repetition: the latest question (3+ words) sent before, nearly word for word.
 
 One strongly negative message ("I'm so angry, this is terrible service")
@@ -45,15 +48,34 @@ def _vader():
     return _analyzer
 
 
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_CAPS_WORD = re.compile(r"^[A-Z]{2,}[!?.,]*$")
+
+
 def compound(text: str) -> float:
-    """VADER's compound score of ``text``, from -1 (most negative) to 1."""
-    return float(_vader().polarity_scores(text)["compound"])
+    """VADER's compound score of ``text``, from -1 (most negative) to 1: its most negative sentence."""
+    analyzer = _vader()
+    whole = float(analyzer.polarity_scores(text)["compound"])
+    sentences = [s for s in _SENTENCE.split(text.strip()) if s]
+    if len(sentences) < 2:
+        return whole
+    return min([whole] + [float(analyzer.polarity_scores(s)["compound"]) for s in sentences])
 
 
 def is_shouting(text: str) -> bool:
-    """Mostly capital letters, in a message long enough for that to mean something."""
+    """Mostly capital letters, or three capitalised words in a row, in a message long enough to mean it."""
     letters = [ch for ch in text if ch.isalpha()]
-    return len(letters) >= 6 and sum(ch.isupper() for ch in letters) / len(letters) >= 0.7
+    if len(letters) >= 6 and sum(ch.isupper() for ch in letters) / len(letters) >= 0.7:
+        return True
+    run = 0
+    for word in text.split():
+        if _CAPS_WORD.match(word):
+            run += 1
+            if run >= 3:
+                return True
+        elif len(word.strip("!?.,")) > 1:  # "I" and "A" neither break nor make a run
+            run = 0
+    return False
 
 
 def _words(text: str) -> set:

@@ -6,9 +6,9 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.continuity import ContinuityFormValidation
-
-from actions.context import entity_value
+from actions.context import entity_value, latest_intent
+from actions.continuity import known_before_latest
+from actions.forms import TaskFormValidation, asked
 
 # Each problem's steps, in the order a support agent would try them.
 GUIDES: Dict[str, List[str]] = {
@@ -39,8 +39,13 @@ class ActionStartTroubleshooting(Action):
         return events
 
 
-class ValidateTroubleshootForm(ContinuityFormValidation):
-    """Moves to the next step on "no", and finishes on "yes" or after the last step."""
+class ValidateTroubleshootForm(TaskFormValidation):
+    """Moves to the next step on "no", and finishes on "yes" or after the last step.
+
+    The same problem said again during the steps ("my wifi is still down")
+    means the step did not help; another problem ("sorry, I meant my laptop
+    won't turn on") starts that problem's steps from the first.
+    """
 
     def name(self) -> Text:
         return "validate_troubleshoot_form"
@@ -50,8 +55,28 @@ class ValidateTroubleshootForm(ContinuityFormValidation):
     ) -> Dict[Text, Any]:
         if slot_value not in GUIDES:
             return {"troubleshoot_problem": None}
+        in_steps = asked(tracker) == "troubleshoot_outcome"
+        if in_steps and known_before_latest(tracker, "troubleshoot_problem") == slot_value:
+            result = await self.validate_troubleshoot_outcome("unresolved", dispatcher, tracker, domain)
+            return dict(result, troubleshoot_problem=slot_value)
         dispatcher.utter_message(response="utter_troubleshoot_step_intro")
-        return {"troubleshoot_problem": slot_value, "troubleshoot_step": 0}
+        return {"troubleshoot_problem": slot_value, "troubleshoot_step": 0, "troubleshoot_outcome": None}
+
+    async def extract_troubleshoot_outcome(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[Text, Any]:
+        """The problem described again during the steps, naming none ("it's still not working"): not fixed."""
+        if asked(tracker) == "troubleshoot_outcome" and latest_intent(tracker) == "report_problem" \
+                and entity_value(tracker, "problem_type") is None:
+            return {"troubleshoot_outcome": "unresolved"}
+        return {}
+
+    def reask_slots(self):
+        return {"troubleshoot_problem", "troubleshoot_outcome"}
+
+    def reask(self, slot, dispatcher, tracker):
+        dispatcher.utter_message(response="utter_reask_step" if slot == "troubleshoot_outcome" else "utter_reask")
+        return None
 
     async def validate_troubleshoot_outcome(
         self, slot_value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict

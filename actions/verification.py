@@ -75,6 +75,11 @@ def manageable_appointments(tracker: Tracker) -> List[queries.AppointmentInfo]:
     return [a for a in queries.upcoming_appointments(customer_ref(tracker)) if may_manage(tracker, a)]
 
 
+def appointment_step_up_locked(tracker: Tracker, ref: str) -> int:
+    """Seconds until step-up for the appointment ``ref`` may be tried again by this sender (0: now)."""
+    return StepUp().locked(appointment_record(ref), turn(tracker).source)
+
+
 def pass_appointment_step_up(tracker: Tracker, appointment: queries.AppointmentInfo) -> None:
     """Remember that this channel identity gave the appointment's reference and email."""
     identity = turn(tracker).identity

@@ -86,3 +86,73 @@ def slot_events(events: List[Dict[str, Any]]) -> Dict[str, Any]:
 def responses(dispatcher) -> List[str]:
     """Names of the responses an action sent."""
     return [m.get("response") for m in dispatcher.messages]
+
+
+def form_turn(
+    form: str,
+    slots: Optional[Dict[str, Any]] = None,
+    requested: Optional[str] = None,
+    text: str = "",
+    intent: str = "provide_info",
+    entities: Optional[List[Dict[str, Any]]] = None,
+    candidates: Optional[Dict[str, Any]] = None,
+    activating: bool = False,
+    metadata: Optional[Dict[str, Any]] = None,
+    sender_id: str = "c_test_customer",
+    history: Optional[List[Dict[str, Any]]] = None,
+) -> Tracker:
+    """The tracker Rasa sends a form's validator after a customer message.
+
+    ``slots`` are the values before the message; ``candidates`` what
+    ``action_extract_slots`` took from it (set after the message, and again
+    after the form's own marker, as Rasa's temporary tracker has them).
+    With ``activating`` the form is being started by this very message;
+    otherwise ``history`` is what happened in the form before it.
+    """
+    metadata = signed_metadata(metadata)
+    slots = dict(slots or {})
+    candidates = dict(candidates or {})
+    events: List[Dict[str, Any]] = [] if activating else [{"event": "active_loop", "name": form}]
+    events += list(history or [])
+    events += [{"event": "slot", "name": k, "value": v} for k, v in slots.items()]
+    if requested and not activating:
+        events.append({"event": "slot", "name": "requested_slot", "value": requested})
+    events.append({"event": "action", "name": "action_listen"})
+    latest = {
+        "intent": {"name": intent, "confidence": 0.9},
+        "intent_ranking": [{"name": intent, "confidence": 0.9}],
+        "entities": entities or [],
+        "text": text,
+        "metadata": metadata,
+    }
+    events.append({"event": "user", "text": text, "parse_data": latest, "metadata": metadata})
+    events += [{"event": "slot", "name": k, "value": v} for k, v in candidates.items()]
+    events.append({"event": "slot", "name": "requested_slot", "value": None if activating else requested})
+    events.append({"event": "action", "name": form})
+    events += [{"event": "slot", "name": k, "value": v} for k, v in candidates.items()]
+    values = dict(slots, **candidates)
+    values["requested_slot"] = None if activating else requested
+    return Tracker(
+        sender_id=sender_id,
+        slots=values,
+        latest_message=latest,
+        events=events,
+        paused=False,
+        followup_action=None,
+        active_loop={} if activating else {"name": form},
+        latest_action_name=form,
+    )
+
+
+def entity(name: str, value: Any, extractor: str = "DIETClassifier") -> Dict[str, Any]:
+    """One entity as NLU reports it."""
+    return {"entity": name, "value": value, "extractor": extractor, "confidence_entity": 0.9}
+
+
+def load_domain() -> Dict[str, Any]:
+    """domain.yml as the action server receives it (forms, slots, responses)."""
+    from pathlib import Path
+
+    import yaml
+
+    return yaml.safe_load((Path(__file__).resolve().parents[2] / "domain.yml").read_text())

@@ -142,8 +142,11 @@ async def test_declined_confirmation_writes_nothing():
     assert slot_events(events)["appointment_time"] is None
 
 
-async def test_reschedule_form_asks_nothing_without_an_appointment():
+async def test_reschedule_form_asks_which_appointment_when_none_is_known():
+    # Issue #12: a customer the bot does not know is asked for the reference (then the booking email),
+    # instead of hearing "I can't find any upcoming appointments" with no way to say which one.
     slots = await ValidateAppointmentRescheduleForm().required_slots(
-        ["appointment_time", "appointment_confirmed"], CollectingDispatcher(), make_tracker(sender_id="c_nobody"), {}
+        ["appointment_ref", "appointment_check_email", "appointment_time", "appointment_confirmed"],
+        CollectingDispatcher(), make_tracker(sender_id="c_nobody"), {}
     )
-    assert slots == []
+    assert slots == ["appointment_ref", "appointment_time", "appointment_confirmed"]

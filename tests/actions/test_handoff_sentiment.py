@@ -81,3 +81,38 @@ async def test_no_check_while_an_agent_has_it_a_case_is_open_or_on_a_button(setu
     dispatcher = CollectingDispatcher()
     assert await ValidateSlotMappings().run(dispatcher, tracker, {}) == []
     assert dispatcher.messages == []
+
+
+@pytest.mark.parametrize("text", [
+    "This is useless!!! I WANT A REFUND NOW",
+    "Useless!!! I WANT TO SPEAK TO SOMEONE",
+    "ok. thanks. THIS IS RIDICULOUS!!",
+])
+def test_one_angry_message_is_enough_even_with_a_calm_half(text):
+    result = assess([text])
+    assert result.frustrated, (result.level, result.cues)
+
+
+@pytest.mark.parametrize("texts", [
+    ["actually make it 11am", "no, 11 not 10"],
+    ["wrong email, it's sam@example.com", "no wait, use kim@example.com instead"],
+    ["sorry the zip is 94105", "no, 11 not 10", "actually it did help"],
+    ["LINK 482913"],
+    ["my TV from UPS is broken"],
+])
+def test_corrections_and_changes_of_mind_are_not_frustration(texts):
+    result = assess(texts)
+    assert not result.frustrated, (result.level, result.cues)
+
+
+@pytest.mark.services
+@pytest.mark.usefixtures("business_db")
+async def test_a_refund_demand_in_anger_is_acknowledged_first_and_still_answered():
+    tracker = make_tracker(text="This is useless!!! I WANT A REFUND NOW", intent="ask_faq", sender_id="c_refund",
+                           metadata={"channel": "webchat"})
+    dispatcher = CollectingDispatcher()
+    events = await ValidateSlotMappings().run(dispatcher, tracker, {})
+    # the apology and a person now; the returns answer follows from the FAQ rule, as for anyone
+    assert responses(dispatcher)[0] == "utter_handoff_queued_after_frustration"
+    assert cases.open_case_for("c_refund").reason == "frustration"
+    assert slot_events(events)["handoff_case"]
