@@ -146,3 +146,20 @@ def stack(platform_api):
     running.platform_api = platform_api
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def parse():
+    """``parse(text)``: the trained model's NLU reading of a text (Rasa's parse data), one agent per run."""
+    import asyncio
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parent.parent / "models" / "threadline.tar.gz"
+    if not model.exists():
+        pytest.skip("no trained model (make train)")
+    from rasa.core.agent import Agent
+
+    agent = Agent.load(str(model))
+    loop = asyncio.new_event_loop()
+    yield lambda text: loop.run_until_complete(agent.parse_message(text))
+    loop.close()

@@ -6,14 +6,12 @@ half with the trained model: every ``user:`` text in tests/test_stories.yml
 story cannot claim "actually make it 11am" is an answer while NLU reads it
 as "stop".
 """
-import asyncio
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent
-MODEL = ROOT.parent / "models" / "threadline.tar.gz"
 STORIES = yaml.safe_load((ROOT / "test_stories.yml").read_text())["stories"]
 
 
@@ -42,18 +40,6 @@ def alike_in(loop):
     return {"provide_info", *task.start_intents} if task else set()
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def parse():
-    if not MODEL.exists():
-        pytest.skip("no trained model (make train)")
-    from rasa.core.agent import Agent
-
-    agent = Agent.load(str(MODEL))
-    loop = asyncio.new_event_loop()
-    yield lambda text: loop.run_until_complete(agent.parse_message(text))
-    loop.close()
 
 
 def test_there_are_customer_written_stories():
