@@ -19,7 +19,7 @@ export TF_DETERMINISTIC_OPS := 1
 export PYTHONHASHSEED := 0
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 
-.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean browser db replay-failed readme erase-customer export-customer
+.PHONY: help install run shell train test test-unit test-services validate test-core test-nlu bench lock clean tools db replay-failed readme cluster erase-customer export-customer
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ db: $(STAMP)  ## create the business database's schema, with the demo data
 replay-failed: $(STAMP)  ## send undelivered messages again, once each
 	$(PY) -m connectors.replay
 
+cluster: $(MODEL)  ## N rasa and action servers behind HAProxy on this machine (REPLICAS=2)
+	$(PY) -m threadline.cluster --replicas $(or $(REPLICAS),2)
+
 readme: $(STAMP)  ## regenerate the README's settings and Redis key tables from their registries
 	$(PY) scripts/readme_tables.py
 
@@ -75,21 +78,24 @@ test-nlu: $(MODEL)  ## held-out NLU evaluation, fails below the macro F1 target
 	$(RASA) test nlu --model $(MODEL) --nlu tests/nlu_test.yml --out results/nlu
 	$(PY) scripts/check_nlu.py results/nlu/intent_report.json
 
-browser:  ## Debian's chromium for the browser tests (installed with apt-get when root)
-	@if [ -x /usr/bin/chromium ]; then :; \
+tools:  ## Debian's chromium (browser tests) and haproxy (cluster tests), installed with apt-get when root
+	@missing=""; [ -x /usr/bin/chromium ] || missing="chromium"; \
+	 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	 if [ -z "$$missing" ]; then :; \
 	 elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	   echo "installing Debian's chromium for the browser tests"; \
-	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	     || echo "warning: could not install chromium; browser tests will be skipped"; \
-	 else echo "note: /usr/bin/chromium missing (sudo apt-get install chromium); browser tests will be skipped"; fi
+	   echo "installing Debian's$$missing for the browser and cluster tests"; \
+	   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	     || echo "warning: could not install$$missing; those tests will be skipped"; \
+	 else echo "note:$$missing missing (sudo apt-get install$$missing); those tests will be skipped"; fi
 
-test: validate browser test-unit test-core test-nlu  ## install, validate, train if needed, run every test
+test: validate tools test-unit test-core test-nlu  ## install, validate, train if needed, run every test
 
 test-services: $(MODEL)  ## the database and redis tests against REDIS_URL / DATABASE_URL
 	$(PY) -m pytest -m "services or e2e"
 
 bench: $(MODEL)  ## run the benchmarks under bench/ and print their figures
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/*.py; do case $$b in */stopping.py|*/stock.py) continue;; esac; \
+	   echo "== $$b"; $(PY) $$b || exit 1; done
 
 lock:  ## re-resolve requirements.in into requirements.lock (needs the network)
 	@PYBIN=$$(scripts/find_python.sh) || exit 1; rm -rf /tmp/threadline-lock; \

@@ -20,6 +20,7 @@ os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 
 REDIS_TEST_DB = 14
 _PG_SCHEMA = f"threadline_test_{uuid.uuid4().hex[:12]}"
+_EVENT_QUEUE = f"threadline_test_events_{uuid.uuid4().hex[:12]}"
 
 
 def _isolate_real_servers() -> None:
@@ -43,10 +44,32 @@ def _isolate_real_servers() -> None:
         os.environ["THREADLINE_PG_BASE_URL"] = db_url
         separator = "&" if "?" in db_url else "?"
         os.environ["DATABASE_URL"] = f"{db_url}{separator}options=-csearch_path%3D{_PG_SCHEMA}"
+    if os.environ.get("RABBITMQ_URL"):
+        # The stacks' event relays publish to a queue of this session's own, deleted at the end.
+        os.environ["EVENT_QUEUE"] = _EVENT_QUEUE
+
+
+def _delete_event_queue() -> None:
+    import asyncio
+
+    import aio_pika
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(os.environ["RABBITMQ_URL"], timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(_EVENT_QUEUE)
+
+    try:
+        asyncio.run(delete())
+    except Exception:  # RabbitMQ gone by now: nothing to tidy
+        pass
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Drop this session's PostgreSQL schema."""
+    """Drop this session's PostgreSQL schema and RabbitMQ queue."""
+    if os.environ.get("RABBITMQ_URL"):
+        _delete_event_queue()
     base = os.environ.get("THREADLINE_PG_BASE_URL")
     if base:
         from threadline.db import reset_engine

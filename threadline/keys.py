@@ -32,6 +32,8 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:tracker:ss:{customer}", "list", "retention", "offsets where each session starts", "conversation"),
     KeySpec("{p}:tracker:dg:{customer}", "set", "retention", "digests of the stored events (no event is stored twice)", "conversation"),
     KeySpec("{p}:lock:q:{customer}", "zset", "lock lifetime", "the conversation's live lock tickets (`<ticket>:<expiry ms>`, scored by ticket); the lowest is served", "conversation"),
+    KeySpec("{p}:events:outbox", "stream", "until relayed", "conversation events waiting for the event broker (written with the event log, in the same script; `s` customer, `d` digest, `e` event)", "conversation"),
+    KeySpec("{p}:events:relay", "string", "30 s, renewed", "the event relay holding the lease (one relays at a time, in order)", "conversation"),
     KeySpec("{p}:lock:n:{customer}", "string", "lock lifetime", "the conversation's next lock ticket number", "conversation"),
     # identity
     KeySpec("{p}:id:ch:{channel}:{h(user)}", "hash", "none", "one channel identity: `cid`, `trust`, `origin`", "identity"),
@@ -58,6 +60,10 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:webchat:offered:{customer}", "set", "24 h", "button payloads the web chat offered (typed `/payload` accepted)", "delivery"),
     KeySpec("{p}:webchat:outbox:{visitor}", "list", "7 days", "bot messages waiting for a visitor who is not connected", "delivery"),
     KeySpec("{p}:webchat:replies:{message id}", "string", "10 min", "replies to a REST message, replayed to a client's retry", "delivery"),
+    KeySpec("{p}:webchat:presence:{visitor}", "hash", "24 h", "`{replica}:{socket|stream}` -> live connections of the visitor on that rasa replica", "delivery"),
+    KeySpec("{p}:webchat:replica:{replica}", "string", "30 s, refreshed", "a rasa replica holding web connections is alive", "delivery"),
+    KeySpec("{p}:webchat:streams", "pub/sub channel", "-", "bot messages for event streams held by another replica", "delivery"),
+    KeySpec("{p}:webchat:socketio", "pub/sub channel", "-", "python-socketio's Redis manager (JSON): emits reach the replica holding the socket", "delivery"),
     # consent and personal data
     KeySpec("{p}:consent:{customer}", "hash", "none", "current consent, `{channel}:{purpose}` -> `granted`/`revoked`: the projection of the ledger in the business database", "personal data"),
     KeySpec("{p}:vault:{token}", "string", "`VAULT_TTL_SECONDS`", "one email or phone number behind a token: AES-GCM ciphertext and its customer", "personal data"),
@@ -93,6 +99,14 @@ class Keys:
     def tracker_prefix(self) -> str:
         """``{p}:tracker:``, what tracker keys start with."""
         return self._k("tracker") + ":"
+
+    def event_outbox(self) -> str:
+        """``{p}:events:outbox``."""
+        return self._k("events", "outbox")
+
+    def event_relay_lease(self) -> str:
+        """``{p}:events:relay``."""
+        return self._k("events", "relay")
 
     def lock_prefix(self) -> str:
         """``{p}:lock:``, what lock keys start with."""
@@ -152,6 +166,22 @@ class Keys:
     def webchat(self, kind: str, ident: str) -> str:
         """``{p}:webchat:{offered|outbox|replies}:{id}``."""
         return self._k("webchat", kind, ident)
+
+    def web_presence(self, visitor_id: str) -> str:
+        """``{p}:webchat:presence:{visitor}``."""
+        return self._k("webchat", "presence", visitor_id)
+
+    def web_replica(self, replica: str) -> str:
+        """``{p}:webchat:replica:{replica}``."""
+        return self._k("webchat", "replica", replica)
+
+    def web_streams_channel(self) -> str:
+        """``{p}:webchat:streams``."""
+        return self._k("webchat", "streams")
+
+    def socketio_channel(self) -> str:
+        """``{p}:webchat:socketio``."""
+        return self._k("webchat", "socketio")
 
     # consent and personal data
     def consent(self, customer_id: str) -> str:

@@ -121,7 +121,7 @@ class Stack:
         """Where the action server answers."""
         return f"http://127.0.0.1:{self.action_port}"
 
-    def _prepare(self) -> Path:
+    def _prepare(self, init_db: bool = True) -> Path:
         """Redis, the business database, the generated endpoints file; returns its path."""
         if not self.settings.redis_url:
             self.started_redis = True
@@ -129,8 +129,9 @@ class Stack:
             self.settings = settings_module.Settings(self.env)
         self.settings.secret("id_pepper")  # generate var/secret.key once, before the children race for it
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "threadline.db", "init", "--demo"], cwd=self.root, env=self.env,
-                       check=True, stdout=subprocess.DEVNULL)
+        if init_db:
+            subprocess.run([sys.executable, "-m", "threadline.db", "init", "--demo"], cwd=self.root, env=self.env,
+                           check=True, stdout=subprocess.DEVNULL)
         self.channels_on, self.channels_off = channel_status(self.credentials_path, self.settings)
         endpoints_config = yaml.safe_load(self.endpoints_path.read_text())
         endpoints_config["action_endpoint"]["url"] = self.settings.action_server_url
@@ -173,6 +174,11 @@ class Stack:
         )
         _wait_http(f"{self.action_url}/health", 120, proc, log)
 
+    def start_relay(self, number: int = 1) -> None:
+        """The event relay (``threadline.event_relay``), unless ``EVENT_STREAM`` is off."""
+        if self.settings.flag("EVENT_STREAM"):
+            self._spawn([sys.executable, "-m", "threadline.event_relay"], f"relay-{self.rasa_port}-{number}.log")
+
     def rasa_args(self, endpoints: Path) -> List[str]:
         """The ``rasa run`` command line: the HTTP API only with a token, CORS only from the allowlist."""
         args = [
@@ -190,12 +196,18 @@ class Stack:
             args += ["--cors", *origins]
         return args
 
-    def start(self, with_rasa: bool = True) -> "Stack":
-        """Start everything; raises with the failing server's log if one dies."""
-        endpoints = self._prepare()
+    def start(self, with_rasa: bool = True, with_actions: bool = True, init_db: bool = True) -> "Stack":
+        """Start everything; raises with the failing server's log if one dies.
+
+        ``with_actions=False, init_db=False`` is one rasa replica of a
+        deployment whose action servers and schema are run on their own.
+        """
+        endpoints = self._prepare(init_db=init_db)
         self.endpoints_file = endpoints
         try:
-            self.start_actions()
+            if with_actions:
+                self.start_actions()
+                self.start_relay()
             if with_rasa:
                 proc, log = self._spawn(self.rasa_args(endpoints), f"rasa-{self.rasa_port}.log")
                 _wait_http(f"{self.rasa_url}/webhooks/webchat/", 240, proc, log)
@@ -285,6 +297,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--shell", action="store_true", help="open rasa shell instead of the server")
     parser.add_argument("--rasa-port", type=int, default=config.integer("RASA_PORT"))
     parser.add_argument("--action-port", type=int, default=config.integer("ACTION_PORT"))
+    parser.add_argument("--only", choices=["rasa"],
+                        help="run the rasa server alone (a replica: ACTION_SERVER_URL, REDIS_URL and "
+                             "DATABASE_URL point at shared servers; the schema is made by `python -m threadline.db init`)")
     args = parser.parse_args(argv)
     stack = Stack(rasa_port=args.rasa_port, action_port=args.action_port)
 
@@ -300,7 +315,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                  "--port", str(stack.rasa_port)],
                 cwd=stack.root, env=stack.env,
             )
-        stack.start()
+        if args.only == "rasa":
+            stack.start(with_actions=False, init_db=False)
+        else:
+            stack.start()
         print(_banner(stack), flush=True)
         while all(p.poll() is None for p in stack.processes):
             time.sleep(0.5)

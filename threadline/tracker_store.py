@@ -56,26 +56,29 @@ MERGED_FROM_SLOT = "identity_merged_from"
 # (key prefix + conversation id, digest, stored JSON).
 _STORED = "_threadline_stored"
 
-# KEYS: events, session offsets, digests.
+# KEYS: events, session offsets, digests, and the event outbox when events are
+# streamed (``threadline.event_relay`` hands them on to the broker).
 # ARGV: ttl seconds (0: none), dedupe ttl seconds, then per event: digest,
 # json, "1" if it starts a session, and the dedupe key of the platform message
-# it records ("" if none). An empty json means "read from this conversation,
+# it records ("" if none); last, the conversation id (the outbox entries' ``s``). An empty json means "read from this conversation,
 # so stored": if one such digest is missing (conversation deleted or merged
 # meanwhile), nothing is written and -1 returned, and the caller sends the
 # full events. A customer message's dedupe key is marked done in the same
 # script, so a redelivery after this save is a duplicate and one before it is
 # processed: exactly once.
 _SAVE_LUA = """
-local ev, ss, dg = KEYS[1], KEYS[2], KEYS[3]
-for i = 3, #ARGV, 4 do
+local ev, ss, dg, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local sender = ARGV[#ARGV]
+for i = 3, #ARGV - 1, 4 do
   if ARGV[i + 1] == '' and redis.call('SISMEMBER', dg, ARGV[i]) == 0 then return -1 end
 end
 if redis.call('EXISTS', ss) == 0 then redis.call('RPUSH', ss, 0) end
 local n = redis.call('LLEN', ev)
 local added = 0
-for i = 3, #ARGV, 4 do
+for i = 3, #ARGV - 1, 4 do
   if ARGV[i + 1] ~= '' and redis.call('SADD', dg, ARGV[i]) == 1 then
     redis.call('RPUSH', ev, ARGV[i + 1])
+    if outbox then redis.call('XADD', outbox, '*', 's', sender, 'd', ARGV[i], 'e', ARGV[i + 1]) end
     if ARGV[i + 2] == '1' and n > 0 then redis.call('RPUSH', ss, n) end
     if ARGV[i + 3] ~= '' then redis.call('SET', ARGV[i + 3], 'done', 'EX', ARGV[2]) end
     n = n + 1
@@ -84,7 +87,7 @@ for i = 3, #ARGV, 4 do
 end
 local ttl = tonumber(ARGV[1])
 if ttl > 0 then
-  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ttl) end
+  for _, key in ipairs({ev, ss, dg}) do redis.call('EXPIRE', key, ttl) end
 end
 return added
 """
@@ -185,11 +188,16 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
         self.names = Keys(key_prefix)
         self.key_prefix = self.names.tracker_prefix()
         self.dedupe_ttl = settings_module.get().integer("DEDUPE_TTL_SECONDS")
+        self.stream_to_outbox = settings_module.get().flag("EVENT_STREAM")
         self._save_script = self.red.register_script(_SAVE_LUA)
         self._retrieve_script = self.red.register_script(_RETRIEVE_LUA)
 
     def _keys(self, sender_id: Text) -> List[str]:
         return [self.names.tracker(kind, sender_id) for kind in ("ev", "ss", "dg")]
+
+    def _save_keys(self, sender_id: Text) -> List[str]:
+        keys = self._keys(sender_id)
+        return keys + [self.names.event_outbox()] if self.stream_to_outbox else keys
 
     def _dedupe_key(self, event: Event) -> str:
         if not isinstance(event, UserUttered) or not event.message_id:
@@ -216,7 +224,7 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
 
     def save_sync(self, tracker: DialogueStateTracker) -> int:
         """Blocking :meth:`save` without event streaming; returns the number of events added."""
-        keys = self._keys(tracker.sender_id)
+        keys = self._save_keys(tracker.sender_id)
         added = self._save_script(keys=keys, args=self._save_args(tracker, trust_cache=True))
         if added < 0:
             added = self._save_script(keys=keys, args=self._save_args(tracker, trust_cache=False))
@@ -237,6 +245,7 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
                 text = _canonical(event).encode()
                 digest = _digest(text)
             args.extend((digest, text, "1" if _is_session_start(event) else "0", self._dedupe_key(event)))
+        args.append(tracker.sender_id)
         return args
 
     async def retrieve(self, sender_id: Text) -> Optional[DialogueStateTracker]:

@@ -31,6 +31,7 @@ payload the bot offered this customer (remembered for a day) or one of
 
 Browsers on other sites reach the chat only from ``THREADLINE_CORS_ORIGINS``.
 """
+import asyncio
 import json
 import logging
 import re
@@ -46,6 +47,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors import server
+from threadline import redis_client
 from connectors.base import (
     KIND_BUTTON,
     KIND_TEXT,
@@ -57,6 +59,7 @@ from connectors.base import (
     ThreadlineInput,
     run_sync,
 )
+from connectors.webchat.fanout import Presence
 from connectors.webchat.live import LiveTransports
 from connectors.webchat.outputs import (
     CHANNEL,
@@ -181,7 +184,7 @@ class WebchatInput(LiveTransports, ThreadlineInput):
         super().__init__(config, **kwargs)
         self.identity_secret = identity_secret or self.settings.get_raw(IDENTITY_SECRET_ENV)
         self.allowed_payloads = frozenset(allowed_payloads)
-        self.live = LiveConnections()
+        self.live = LiveConnections(Presence(self.redis_client, self.keys))
         self.live.bot_message_evt = self.config["bot_message_evt"]
         self.static = {name: (STATIC_DIR / name).read_bytes() for name in STATIC_FILES}
         self.cors_origins = self.settings.cors_origins
@@ -335,9 +338,25 @@ class WebchatInput(LiveTransports, ThreadlineInput):
         async def keep_app(app: Any, _: Any) -> None:
             self._app = app
 
+        @blueprint.listener("after_server_start")
+        async def join_the_replicas(app: Any, _: Any) -> None:
+            # Other replicas' messages for this process's event streams; this
+            # replica's heartbeat, which makes its connections count.
+            presence = self.live.presence
+            self._fanout_tasks = [
+                asyncio.create_task(presence.listen_streams(redis_client.redis_url(), self.live.deliver_local)),
+                asyncio.create_task(presence.keep_alive()),
+            ]
+
         @blueprint.listener("before_server_stop")
         async def end_streams(*_: Any) -> None:
             self.live.close_streams()
+            for task in getattr(self, "_fanout_tasks", ()):
+                task.cancel()
+            try:
+                await run_sync(self.live.presence.forget_replica)
+            except Exception:  # Redis already gone: the heartbeat expires by itself
+                pass
 
         @blueprint.middleware("request")
         async def browsers_to_chat(request: Request) -> Optional[HTTPResponse]:

@@ -20,7 +20,10 @@ from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
 from connectors import server
+from threadline import redis_client
+from threadline.keys import Keys
 from connectors.base import BadPayload, Inbound, error_response, run_sync
+from connectors.webchat.fanout import SOCKET, JsonRedisManager
 from connectors.webchat.outputs import WebchatReplyCollector, WebchatSocketOutput
 from connectors.webchat.visitors import (
     new_visitor,
@@ -49,7 +52,7 @@ class LiveTransports:
         limited = await self.check_source(server.client_address(request))
         if limited is not None:
             return limited
-        queue = self.live.subscribe(visitor)
+        queue = await run_sync(self.live.subscribe, visitor)
         try:
             stream = await request.respond(
                 content_type="text/event-stream",
@@ -72,7 +75,7 @@ class LiveTransports:
                     await stream.send(f"event: bot\ndata: {json.dumps(message)}\n\n")
             await stream.eof()
         finally:
-            self.live.unsubscribe(visitor, queue)
+            await run_sync(self.live.unsubscribe, visitor, queue)
         return None
 
     # ---------------------------------------------------------------------- socket.io
@@ -81,6 +84,7 @@ class LiveTransports:
         sio = AsyncServer(
             async_mode="sanic", cors_allowed_origins=list(self.cors_origins),
             max_http_buffer_size=self.max_body_bytes,
+            client_manager=JsonRedisManager(redis_client.redis_url(), channel=Keys().socketio_channel()),
         )
         self.live.sio = sio
         blueprint = SocketBlueprint(sio, self.config["socketio_path"], f"threadline_{self.name()}_socketio", __name__)
@@ -90,6 +94,12 @@ class LiveTransports:
             await sio.save_session(sid, {"auth": auth if isinstance(auth, dict) else {},
                                          "source": environ.get("REMOTE_ADDR") or "unknown"})
             return True
+
+        @sio.on("disconnect")
+        async def disconnect(sid: str) -> None:
+            session = await sio.get_session(sid)
+            if session.get("visitor") and self.live.presence is not None:
+                await run_sync(self.live.presence.left, session["visitor"], SOCKET)
 
         @sio.on("session_request")
         async def session_request(sid: str, data: Any) -> None:
@@ -118,7 +128,11 @@ class LiveTransports:
         previous = session.get("visitor")
         if previous and previous != visitor:
             await _maybe_await(sio.leave_room(sid, visitor_room(previous)))
+            if self.live.presence is not None:
+                await run_sync(self.live.presence.left, previous, SOCKET)
         await _maybe_await(sio.enter_room(sid, visitor_room(visitor)))
+        if previous != visitor and self.live.presence is not None:
+            await run_sync(self.live.presence.joined, visitor, SOCKET)
         session["visitor"] = visitor
         await sio.save_session(sid, session)
         await sio.emit("session_confirm", visitor_token(visitor), room=sid)

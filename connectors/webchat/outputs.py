@@ -17,6 +17,7 @@ from socketio import AsyncServer
 
 from connectors.base import NoAddress, ThreadlineOutput, run_sync
 from connectors.outbound import OutboundSender, current_report
+from connectors.webchat.fanout import SOCKET, STREAM, Presence
 from connectors.webchat.visitors import outbox_push, remember_offered, visitor_room
 from threadline import identity
 
@@ -32,20 +33,26 @@ def _button_payloads(buttons: Any) -> List[str]:
 
 
 class LiveConnections:
-    """Who is connected right now: socket.io rooms and server-sent event streams.
+    """Who is connected right now: socket.io rooms and server-sent event streams, on any replica.
 
-    Lives in the rasa server process, like Rasa's own socket.io channel: with
-    several server processes a visitor is only reachable live on the one they
-    are connected to (the rest goes to the outbox).
+    The connections themselves live in the rasa server process that accepted
+    them; ``presence`` (``connectors.webchat.fanout``) says across replicas
+    whether a visitor has one, and carries stream messages to the replica that
+    holds the stream. Socket emits reach other replicas through the socket.io
+    server's Redis manager. The ``*_connected`` checks and ``publish`` block on
+    Redis: call them through ``run_sync``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, presence: Optional[Presence] = None) -> None:
         self.sio: Optional[AsyncServer] = None
         self.bot_message_evt = "bot_uttered"
+        self.presence = presence
         self._streams: Dict[str, Set[asyncio.Queue]] = {}
 
     def socket_connected(self, visitor_id: str) -> bool:
-        """Whether a socket.io client is in the visitor's room."""
+        """Whether a socket.io client of the visitor is connected to any replica."""
+        if self.presence is not None:
+            return self.presence.connected(visitor_id, SOCKET)
         if self.sio is None:
             return False
         try:
@@ -54,27 +61,39 @@ class LiveConnections:
             return False
 
     def stream_connected(self, visitor_id: str) -> bool:
-        """Whether an event stream of the visitor is open."""
+        """Whether an event stream of the visitor is open on any replica."""
+        if self.presence is not None:
+            return self.presence.connected(visitor_id, STREAM)
         return bool(self._streams.get(visitor_id))
 
     def subscribe(self, visitor_id: str) -> asyncio.Queue:
-        """A queue receiving the visitor's live messages (lists of REST-shaped dicts)."""
+        """A queue receiving the visitor's live messages (lists of REST-shaped dicts); blocking."""
         queue: asyncio.Queue = asyncio.Queue()
         self._streams.setdefault(visitor_id, set()).add(queue)
+        if self.presence is not None:
+            self.presence.joined(visitor_id, STREAM)
         return queue
 
     def unsubscribe(self, visitor_id: str, queue: asyncio.Queue) -> None:
-        """Forget a closed event stream."""
+        """Forget a closed event stream (blocking)."""
         queues = self._streams.get(visitor_id)
-        if queues is not None:
+        if queues is not None and queue in queues:
             queues.discard(queue)
             if not queues:
                 del self._streams[visitor_id]
+            if self.presence is not None:
+                self.presence.left(visitor_id, STREAM)
 
-    def publish(self, visitor_id: str, messages: List[Dict[str, Any]]) -> None:
-        """Hand messages to every open event stream of the visitor."""
+    def deliver_local(self, visitor_id: str, messages: List[Dict[str, Any]]) -> None:
+        """Hand messages to the visitor's event streams open in this process."""
         for queue in self._streams.get(visitor_id, ()):
             queue.put_nowait(messages)
+
+    def publish(self, visitor_id: str, messages: List[Dict[str, Any]]) -> None:
+        """Hand messages to every open event stream of the visitor, here and on other replicas (blocking)."""
+        self.deliver_local(visitor_id, messages)
+        if self.presence is not None:
+            self.presence.publish_stream(visitor_id, messages)
 
     def close_streams(self) -> None:
         """Ask every open event stream to end (server shutdown)."""
@@ -166,14 +185,14 @@ class WebchatPushOutput(ThreadlineOutput, _Deliver):
         if not visitor:
             raise NoAddress("the customer has no web chat visitor")
         delivered = False
-        if self.live.socket_connected(visitor):
+        if await run_sync(self.live.socket_connected, visitor):
             output = WebchatSocketOutput(self.config, self.sender, self.live, visitor_id=visitor, redis=self._redis)
             await output.send_response(recipient_id, dict(message))
             delivered = True
-        if self.live.stream_connected(visitor):
+        if await run_sync(self.live.stream_connected, visitor):
             collector = WebchatReplyCollector(self.config, self.sender, visitor_id=visitor, redis=self._redis)
             await collector.send_response(recipient_id, dict(message))
-            self.live.publish(visitor, collector.messages)
+            await run_sync(self.live.publish, visitor, collector.messages)
             delivered = True
         if not delivered:
             await run_sync(outbox_push, visitor, recipient_id, message, self.redis_client())
