@@ -28,7 +28,7 @@ recorder (tests/support/recorder.py).
 The rate limits are raised for the run (one client address sends everything).
 Prints figures; always exits 0.
 
-    PYTHONPATH=. .venv/bin/python bench/load.py [--conversations 12] [--seconds 90] [--section all|scale|faults|voice]
+    PYTHONPATH=. .venv/bin/python bench/load.py [--conversations 12] [--seconds 120] [--section all|scale|faults|voice]
 """
 import argparse
 import asyncio
@@ -433,7 +433,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     on_signals_exit()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conversations", type=int, default=12)
-    parser.add_argument("--seconds", type=float, default=90)
+    parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--pause", type=float, default=2.0)
     parser.add_argument("--voice-levels", default="4,8,12,16,24,32")
     parser.add_argument("--section", choices=["all", "scale", "faults", "voice"], default="all")
