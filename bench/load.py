@@ -9,14 +9,16 @@ recorder (tests/support/recorder.py).
    concurrent conversations for ``--seconds``, closed loop, spread over the
    web chat (REST), WhatsApp (signed deliveries) and Telegram (secret token),
    each message a short "thanks" that the bot answers with one message and no
-   database write. Beside it, in the same run, stock Rasa in one process: the
+   database write; and socket.io visitors (the Rasa webchat protocol through
+   HAProxy's by-client route), whose message counts as answered when its
+   ``bot_uttered`` arrives. Beside it, in the same run, stock Rasa in one process: the
    ``rest`` channel with Rasa's ``RedisTrackerStore`` and ``RedisLockStore``
    (on a private TCP redis-server: Rasa's stores take no unix socket).
 2. **Faults, 2 replicas.** While the load runs, one rasa replica is killed
    with SIGKILL a third of the way in and started again, and Redis is
    restarted two thirds of the way in. A message whose webhook did not answer
-   200 is sent again with the same platform message id, as the platforms do
-   (up to 5 times). Then every message answered 200 must be in its customer's
+   200 (or, on socket.io, got no reply) is sent again with the same message
+   id, as the platforms do (up to 8 times; a socket reconnects first). Then every message answered 200 must be in its customer's
    conversation exactly once, in the order sent, and every WhatsApp and
    Telegram message answered 200 must have had exactly one reply sent.
 3. **Paced voice capacity.** Twilio calls paced like phone lines (turns about
@@ -28,7 +30,7 @@ recorder (tests/support/recorder.py).
 The rate limits are raised for the run (one client address sends everything).
 Prints figures; always exits 0.
 
-    PYTHONPATH=. .venv/bin/python bench/load.py [--conversations 12] [--seconds 120] [--section all|scale|faults|voice]
+    PYTHONPATH=. .venv/bin/python bench/load.py [--conversations 16] [--seconds 120] [--section all|scale|faults|voice]
 """
 import argparse
 import asyncio
@@ -70,8 +72,8 @@ SECRETS = {
     "RATE_LIMIT_PER_SOURCE": "100000000", "RATE_LIMIT_PER_SENDER": "100000",
     "LOG_LEVEL": "WARNING",
 }
-CHANNELS = ("webchat", "whatsapp", "telegram")
-ATTEMPTS = 5
+CHANNELS = ("webchat", "whatsapp", "telegram", "socketio")
+ATTEMPTS = 8
 
 
 def _free_port() -> int:
@@ -105,6 +107,8 @@ class Conversation:
     latencies: List[float] = field(default_factory=list)
     errors: int = 0
     counter: int = 0
+    client: object = None  # socket.io: the connected client
+    replies: Optional[asyncio.Queue] = None
 
 
 class Load:
@@ -122,7 +126,60 @@ class Load:
             return Conversation(channel, f"1555{random.randint(1000000, 9999999)}")
         if channel == "telegram":
             return Conversation(channel, str(random.randint(10 ** 8, 10 ** 9)))
+        if channel == "socketio":
+            conv = Conversation(channel, "")
+            await self.connect_socket(conv)
+            return conv
         return Conversation(channel, "stock-" + uuid.uuid4().hex[:12])
+
+    async def connect_socket(self, conv: Conversation) -> None:
+        """(Re)connect a socket.io visitor and confirm its session (the same visitor after the first time)."""
+        import socketio
+
+        client = socketio.AsyncClient(reconnection=False)
+        queue: asyncio.Queue = asyncio.Queue()
+        client.on("session_confirm", lambda data: queue.put_nowait(("session", data)))
+        client.on("bot_uttered", lambda data: queue.put_nowait(("bot", data)))
+        await client.connect(self.base, socketio_path="/socket.io", transports=["websocket"], wait_timeout=20)
+        conv.client, conv.replies = client, queue
+        await client.emit("session_request", {"session_id": conv.user or None})
+        while True:
+            kind, data = await asyncio.wait_for(queue.get(), 20)
+            if kind == "session":
+                conv.user = data
+                return
+
+    async def close(self, conv: Conversation) -> None:
+        if conv.client is not None:
+            try:
+                await conv.client.disconnect()
+            except Exception:
+                pass
+            conv.client = None
+
+    async def socket_turn(self, conv: Conversation) -> None:
+        text, message_id = f"thanks {tag()}", uuid.uuid4().hex
+        started = time.perf_counter()
+        for attempt in range(ATTEMPTS):
+            try:
+                if conv.client is None or not conv.client.connected:
+                    await self.close(conv)
+                    await self.connect_socket(conv)
+                while not conv.replies.empty():  # a late reply to an earlier message
+                    conv.replies.get_nowait()
+                await conv.client.emit("user_uttered", {"message": text, "session_id": conv.user,
+                                                        "message_id": message_id})
+                while True:
+                    kind, _ = await asyncio.wait_for(conv.replies.get(), 30)
+                    if kind == "bot":
+                        conv.latencies.append((time.perf_counter() - started) * 1000)
+                        conv.sent.append((text, True))
+                        return
+            except Exception:
+                await self.close(conv)
+            conv.errors += 1
+            await asyncio.sleep(0.5 * (attempt + 1))
+        conv.sent.append((text, False))
 
     def request(self, conv: Conversation, text: str) -> Tuple[str, bytes, Dict[str, str]]:
         conv.counter += 1
@@ -142,6 +199,8 @@ class Load:
 
     async def turn(self, conv: Conversation) -> None:
         """One message, sent again (same id) until answered 200 or out of attempts."""
+        if conv.channel == "socketio":
+            return await self.socket_turn(conv)
         text = f"thanks {tag()}"
         url, raw, headers = self.request(conv, text)
         started = time.perf_counter()
@@ -180,7 +239,10 @@ async def drive(base: str, conversations: int, seconds: float, stock_rest: bool 
         if faults is not None:
             tasks.append(asyncio.create_task(faults(started, seconds)))
         await asyncio.gather(*tasks)
-        return convs, time.monotonic() - started
+        wall = time.monotonic() - started
+        for conv in convs:
+            await load.close(conv)
+        return convs, wall
 
 
 def customer_of(channel: str, user: str, redis_url: str) -> Optional[str]:
@@ -191,8 +253,8 @@ def customer_of(channel: str, user: str, redis_url: str) -> Optional[str]:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        ident = visitor_from_token(user) if channel == "webchat" else user
-        found = identity.channel_identity(channel, ident, client)
+        ident = visitor_from_token(user) if channel in ("webchat", "socketio") else user
+        found = identity.channel_identity("webchat" if channel == "socketio" else channel, ident, client)
         return found.customer_id if found else None
     finally:
         client.close()
@@ -432,7 +494,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run the sections asked for; always 0 (figures, not a gate)."""
     on_signals_exit()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--conversations", type=int, default=12)
+    parser.add_argument("--conversations", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--pause", type=float, default=2.0)
     parser.add_argument("--voice-levels", default="4,8,12,16,24,32")
