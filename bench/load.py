@@ -270,13 +270,17 @@ def check_delivery(convs: List[Conversation], redis_url: str, recorder: Recorder
     settings.reload({**os.environ, "THREADLINE_VAR_DIR": str(var_dir)})  # the cluster's secrets (key hashing)
     client = redis.Redis.from_url(redis_url)
     lost = doubled = disordered = answered = 0
+    lost_on: Dict[str, int] = {}
     for conv in convs:
         customer = customer_of(conv.channel, conv.user, redis_url)
         events = [json.loads(e) for e in client.lrange(Keys().tracker("ev", customer), 0, -1)] if customer else []
         stored = [e.get("text") for e in events if e.get("event") == "user"]
         ok = [text for text, was_answered in conv.sent if was_answered]
         answered += len(ok)
-        lost += sum(1 for text in ok if stored.count(text) == 0)
+        missing = sum(1 for text in ok if stored.count(text) == 0)
+        lost += missing
+        if missing:
+            lost_on[conv.channel] = lost_on.get(conv.channel, 0) + missing
         doubled += sum(1 for text in ok if stored.count(text) > 1)
         positions = [stored.index(text) for text in ok if text in stored]
         disordered += sum(1 for a, b in zip(positions, positions[1:]) if b < a)
@@ -288,7 +292,7 @@ def check_delivery(convs: List[Conversation], redis_url: str, recorder: Recorder
             replies["telegram"] += 1
     expected = {ch: sum(1 for conv in convs if conv.channel == ch for _, ok in conv.sent if ok) for ch in replies}
     client.close()
-    return {"answered": answered, "lost": lost, "doubled": doubled, "out_of_order": disordered,
+    return {"answered": answered, "lost": lost, "lost_on": lost_on, "doubled": doubled, "out_of_order": disordered,
             **{f"{ch}_replies": replies[ch] for ch in replies}, **{f"{ch}_answered": expected[ch] for ch in replies}}
 
 
@@ -347,14 +351,17 @@ def stock_stack(work: Path, tcp_redis: TcpRedis, extra_credentials: Optional[dic
     endpoints["lock_store"] = {"type": "redis", "url": "127.0.0.1", "port": tcp_redis.port, "db": 1}
     path = work / "stock-endpoints.yml"
     path.write_text(yaml.safe_dump(endpoints))
-    credentials = credentials_with_rest(str(work))
-    if extra_credentials:
-        merged = yaml.safe_load(Path(credentials).read_text()) or {}
-        merged.update(extra_credentials)
-        Path(credentials).write_text(yaml.safe_dump(merged))
+    if extra_credentials:  # the stock channels alone (Threadline's own would take the same routes)
+        credentials = str(work / "stock-credentials.yml")
+        Path(credentials).write_text(yaml.safe_dump(extra_credentials))
+    else:
+        credentials = credentials_with_rest(str(work))
     env = dict(SECRETS, THREADLINE_VAR_DIR=str(work), EVENT_STREAM="off")
-    return Stack(rasa_port=_free_port(), action_port=_free_port(), env=env, endpoints=str(path),
-                 credentials=credentials).start()
+    stack = Stack(rasa_port=_free_port(), action_port=_free_port(), env=env, endpoints=str(path),
+                  credentials=credentials)
+    if extra_credentials:
+        stack.ready_path = "/"  # Rasa's own root route: no web chat on this stack
+    return stack.start()
 
 
 def cluster(work: Path, replicas: int, recorder: Recorder, extra_env: Optional[dict] = None):
@@ -433,8 +440,8 @@ def section_faults(args, work: Path) -> None:
     for line in log:
         print("  " + line)
     print_rows([summary("threadline, 2 replicas, with faults", convs, wall)])
-    print(f"  answered 200: {checked['answered']}  lost: {checked['lost']}  doubled: {checked['doubled']}  "
-          f"out of order: {checked['out_of_order']}")
+    print(f"  answered 200: {checked['answered']}  lost: {checked['lost']} {checked['lost_on'] or ''}  "
+          f"doubled: {checked['doubled']}  out of order: {checked['out_of_order']}")
     for channel in ("whatsapp", "telegram"):
         print(f"  {channel}: {checked[channel + '_answered']} answered, {checked[channel + '_replies']} replies sent "
               f"(one each expected)")
@@ -454,7 +461,8 @@ def section_voice(args, work: Path) -> None:
         try:
             server = voice_turn.Server("threadline, 2 replicas", f"{running.rasa_url}/webhooks/twilio_voice",
                                        signed=True, pause=args.pause)
-            results[server.label] = capacity(server, levels, voice_turn)
+            if "ours" in args.voice_servers:
+                results[server.label] = capacity(server, levels, voice_turn)
         finally:
             running.stop()
     tcp = TcpRedis(work / "voice-stock")
@@ -463,7 +471,8 @@ def section_voice(args, work: Path) -> None:
         try:
             server = voice_turn.Server("stock twilio_voice, 1 process", f"{stock.rasa_url}/webhooks/twilio_voice",
                                        signed=False, pause=args.pause)
-            results[server.label] = capacity(server, levels, voice_turn)
+            if "stock" in args.voice_servers:
+                results[server.label] = capacity(server, levels, voice_turn)
         finally:
             stock.stop()
     finally:
@@ -474,8 +483,9 @@ def section_voice(args, work: Path) -> None:
         ok = [level for level, p95 in by_level.items() if p95 <= 300]
         held[label] = max(ok) if ok else 0
         print(f"  {label:<34} p95 ms by calls  {figures}   -> holds {held[label]} calls")
-    ours, stock_held = list(held.values())
-    print(f"  capacity ratio: {ours / stock_held:.2f}x (target >= 3x)" if stock_held else "  stock held none")
+    if len(held) == 2:
+        ours, stock_held = list(held.values())
+        print(f"  capacity ratio: {ours / stock_held:.2f}x (target >= 3x)" if stock_held else "  stock held none")
 
 
 def capacity(server, levels: List[int], voice_turn) -> Dict[int, float]:
@@ -497,7 +507,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--conversations", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--pause", type=float, default=2.0)
-    parser.add_argument("--voice-levels", default="4,8,12,16,24,32")
+    parser.add_argument("--voice-levels", default="8,16,24,32,48,64")
+    parser.add_argument("--voice-servers", default="ours,stock", help="which voice servers to measure")
     parser.add_argument("--section", choices=["all", "scale", "faults", "voice"], default="all")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="threadline-load-") as tmp:

@@ -110,6 +110,8 @@ class Stack:
         self.started_redis = False
         self.reused_actions = False
         self.log_dir = self.settings.var_dir / "run"
+        # What answers once the rasa server is up with its channels (a stack without the web chat sets "/").
+        self.ready_path = "/webhooks/webchat/"
 
     @property
     def rasa_url(self) -> str:
@@ -210,7 +212,7 @@ class Stack:
                 self.start_relay()
             if with_rasa:
                 proc, log = self._spawn(self.rasa_args(endpoints), f"rasa-{self.rasa_port}.log")
-                _wait_http(f"{self.rasa_url}/webhooks/webchat/", 240, proc, log)
+                _wait_http(f"{self.rasa_url}{self.ready_path}", 240, proc, log)
         except BaseException:
             self.stop()
             raise

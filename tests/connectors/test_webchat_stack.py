@@ -11,11 +11,11 @@ import re
 import pytest
 import redis as redis_lib
 import requests
-import socketio
 
 from connectors.webchat import visitor_from_token
 from tests.conftest import TEST_SECRETS
 from tests.support.payloads import telegram_headers
+from tests.support.socket_visitor import SocketVisitor
 from threadline import identity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
@@ -95,31 +95,17 @@ def test_link_code_continues_the_conversation_on_telegram(stack):
 
 
 async def test_socketio_conversation_and_a_proactive_message(stack):
-    client = socketio.AsyncClient(reconnection=False)
-    events: asyncio.Queue = asyncio.Queue()
-    client.on("session_confirm", lambda data: events.put_nowait(("session_confirm", data)))
-    client.on("bot_uttered", lambda data: events.put_nowait(("bot_uttered", data)))
-
-    async def expect(name):
-        while True:
-            got, data = await asyncio.wait_for(events.get(), 60)
-            if got == name:
-                return data
-
-    await client.connect(stack.rasa_url, socketio_path="/socket.io", transports=["polling"], wait_timeout=20)
-    try:
-        await client.emit("session_request", {"session_id": None})
-        session = await expect("session_confirm")
-        await client.emit("user_uttered", {"message": "hi", "session_id": session})
-        greeting = await expect("bot_uttered")
+    async with SocketVisitor(stack.rasa_url) as visitor:
+        await visitor.say("hi")
+        greeting = await visitor.expect("bot_uttered")
         assert greeting["quick_replies"][0]["title"] == "Track an order"
 
-        await client.emit("user_uttered", {"message": greeting["quick_replies"][0]["payload"], "session_id": session})
-        assert "order number" in (await expect("bot_uttered"))["text"]
-        await client.emit("user_uttered", {"message": "482913", "session_id": session})
-        assert "Order 482913 is **on its way**" in (await expect("bot_uttered"))["text"]
+        await visitor.say(greeting["quick_replies"][0]["payload"])
+        assert "order number" in (await visitor.expect("bot_uttered"))["text"]
+        await visitor.say("482913")
+        assert "Order 482913 is **on its way**" in (await visitor.expect("bot_uttered"))["text"]
 
-        customer = customer_of(stack, visitor_from_token(session))
+        customer = customer_of(stack, visitor_from_token(visitor.session))
         url = f"{stack.rasa_url}/conversations/{customer}/trigger_intent"
         anonymous = await asyncio.to_thread(requests.post, url, params={"output_channel": "webchat"},
                                             json={"name": "greet"}, timeout=60)
@@ -129,10 +115,5 @@ async def test_socketio_conversation_and_a_proactive_message(stack):
             json={"name": "greet"}, timeout=60,
         )
         assert triggered.status_code == 200, triggered.text
-        pushed = await expect("bot_uttered")
+        pushed = await visitor.expect("bot_uttered")
         assert pushed["text"]
-    finally:
-        await client.disconnect()
-        await client.eio.wait()
-        if client.eio.http is not None:
-            await client.eio.http.close()

@@ -16,11 +16,11 @@ import time
 import pytest
 import redis as redis_lib
 import requests
-import socketio
 import sqlalchemy
 
 from connectors.webchat import visitor_from_token
 from tests.conftest import TEST_SECRETS, free_port
+from tests.support.socket_visitor import SocketVisitor
 from threadline import identity, redis_client, settings
 from threadline.keys import Keys
 
@@ -130,39 +130,18 @@ def test_concurrent_turns_of_one_conversation_on_both_replicas_are_each_stored_o
 
 
 async def test_a_socket_on_one_replica_receives_a_message_produced_on_the_other(cluster):
-    client = socketio.AsyncClient(reconnection=False)
-    events: asyncio.Queue = asyncio.Queue()
-    client.on("session_confirm", lambda data: events.put_nowait(("session_confirm", data)))
-    client.on("bot_uttered", lambda data: events.put_nowait(("bot_uttered", data)))
-
-    async def expect(name):
-        while True:
-            got, data = await asyncio.wait_for(events.get(), 60)
-            if got == name:
-                return data
-
-    await client.connect(cluster.replica_url(0), socketio_path="/socket.io", transports=["polling"],
-                         wait_timeout=20)
-    try:
-        await client.emit("session_request", {"session_id": None})
-        session = await expect("session_confirm")
-        await client.emit("user_uttered", {"message": "hi", "session_id": session})
-        assert (await expect("bot_uttered"))["text"]
-
-        customer = customer_of(visitor_from_token(session))
+    async with SocketVisitor(cluster.replica_url(0)) as visitor:
+        await visitor.say("hi")
+        assert (await visitor.expect("bot_uttered"))["text"]
+        customer = customer_of(visitor_from_token(visitor.session))
         url = f"{cluster.replica_url(1)}/conversations/{customer}/trigger_intent"
         triggered = await asyncio.to_thread(
             requests.post, url, params={"output_channel": "webchat", "token": TEST_SECRETS["RASA_AUTH_TOKEN"]},
             json={"name": "greet"}, timeout=60,
         )
         assert triggered.status_code == 200, triggered.text
-        pushed = await expect("bot_uttered")  # emitted on replica 2, delivered by replica 1
+        pushed = await visitor.expect("bot_uttered")  # emitted on replica 2, delivered by replica 1
         assert pushed["text"]
-    finally:
-        await client.disconnect()
-        await client.eio.wait()
-        if client.eio.http is not None:
-            await client.eio.http.close()
 
 
 def test_a_replica_killed_mid_run_leaves_the_balancer_answering_and_comes_back(cluster):
