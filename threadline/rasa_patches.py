@@ -20,6 +20,16 @@ behaviour is otherwise untouched.
    placeholders if an action ever put a raw value in a message.
 
 4. **Logs**: ``threadline.log_privacy`` scrubs every log record of the process.
+
+5. **A conversation store that is down fails the turn.** Rasa wraps every
+   tracker store in ``FailSafeTrackerStore``, which answers a failed
+   ``retrieve`` with no conversation (the turn starts afresh) and a failed
+   ``save`` by saving into an in-memory store of that one process: the webhook
+   then answers 200 and the message is gone once the process ends
+   (``bench/load.py`` lost one that way across a Redis restart). For
+   Threadline's store the error goes up instead, so the connector releases
+   the delivery's claim and answers non-200, and the platform's retry runs the
+   turn again once Redis is back. Other stores keep Rasa's behaviour.
 """
 import functools
 from typing import Any, Dict
@@ -94,6 +104,7 @@ def install() -> None:
 
     log_privacy.install()
     _install_output_filter()
+    _install_fail_loudly()
     pii.warm_up()
     _install_action_token(RemoteAction)
     if getattr(RemoteAction._validate_action_result, _INSTALLED, False):
@@ -113,3 +124,38 @@ def install() -> None:
 
     setattr(_validate_action_result, _INSTALLED, True)
     RemoteAction._validate_action_result = _validate_action_result
+
+
+def _install_fail_loudly() -> None:
+    from rasa.core.tracker_store import FailSafeTrackerStore
+
+    if getattr(FailSafeTrackerStore.save, _INSTALLED, False):
+        return
+    originals = {name: getattr(FailSafeTrackerStore, name)
+                 for name in ("save", "retrieve", "retrieve_full_tracker")}
+
+    def ours(store: Any) -> bool:
+        from threadline.tracker_store import RedisEventLogTrackerStore
+
+        return isinstance(getattr(store, "_tracker_store", None), RedisEventLogTrackerStore)
+
+    async def save(self: Any, tracker: Any) -> None:
+        if ours(self):
+            await self._tracker_store.save(tracker)  # an error fails the turn: the platform retries it
+            return
+        await originals["save"](self, tracker)
+
+    async def retrieve(self: Any, sender_id: str) -> Any:
+        if ours(self):
+            return await self._tracker_store.retrieve(sender_id)
+        return await originals["retrieve"](self, sender_id)
+
+    async def retrieve_full_tracker(self: Any, sender_id: str) -> Any:
+        if ours(self):
+            return await self._tracker_store.retrieve_full_tracker(sender_id)
+        return await originals["retrieve_full_tracker"](self, sender_id)
+
+    for function in (save, retrieve, retrieve_full_tracker):
+        functools.update_wrapper(function, originals[function.__name__])
+        setattr(function, _INSTALLED, True)
+        setattr(FailSafeTrackerStore, function.__name__, function)
