@@ -34,6 +34,7 @@ Prints figures; always exits 0.
 """
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -374,32 +375,46 @@ def cluster(work: Path, replicas: int, recorder: Recorder, extra_env: Optional[d
                    replica_ports=ports[2:2 + replicas], action_ports=ports[2 + replicas:]).start()
 
 
+@contextlib.contextmanager
+def stock_running(work: Path, extra_credentials: Optional[dict] = None):
+    """Stock Rasa (``stock_stack``) on its own TCP redis-server, in a new folder; stopped on exit."""
+    work.mkdir()
+    tcp = TcpRedis(work)
+    try:
+        stock = stock_stack(work, tcp, extra_credentials)
+        try:
+            yield stock
+        finally:
+            stock.stop()
+    finally:
+        tcp.stop()
+
+
+@contextlib.contextmanager
+def cluster_running(work: Path, replicas: int, extra_env: Optional[dict] = None):
+    """(cluster, recorder): Threadline's cluster in a new folder, the platforms a recorder; stopped on exit."""
+    work.mkdir()
+    with Recorder() as recorder:
+        running = cluster(work, replicas, recorder, extra_env)
+        try:
+            yield running, recorder
+        finally:
+            running.stop()
+
+
 # -------------------------------------------------------------------- sections
 
 
 def section_scale(args, work: Path) -> None:
     print(f"\n== 1. throughput and latency: {args.conversations} conversations, {args.seconds:g} s each", flush=True)
     rows = []
-    tcp = TcpRedis(work)
-    try:
-        (work / "stock").mkdir()
-        stock = stock_stack(work / "stock", tcp)
-        try:
-            convs, wall = asyncio.run(drive(stock.rasa_url, args.conversations, args.seconds, stock_rest=True))
-            rows.append(summary("stock rasa, 1 process (rest, Redis stores)", convs, wall))
-        finally:
-            stock.stop()
-    finally:
-        tcp.stop()
+    with stock_running(work / "stock") as stock:
+        convs, wall = asyncio.run(drive(stock.rasa_url, args.conversations, args.seconds, stock_rest=True))
+        rows.append(summary("stock rasa, 1 process (rest, Redis stores)", convs, wall))
     for replicas in (1, 2):
-        with Recorder() as recorder:
-            (work / f"r{replicas}").mkdir()
-            running = cluster(work / f"r{replicas}", replicas, recorder)
-            try:
-                convs, wall = asyncio.run(drive(running.rasa_url, args.conversations, args.seconds))
-                rows.append(summary(f"threadline, {replicas} replica(s) behind HAProxy", convs, wall))
-            finally:
-                running.stop()
+        with cluster_running(work / f"r{replicas}", replicas) as (running, _):
+            convs, wall = asyncio.run(drive(running.rasa_url, args.conversations, args.seconds))
+            rows.append(summary(f"threadline, {replicas} replica(s) behind HAProxy", convs, wall))
     print_rows(rows)
     one, two = rows[1]["msg/s"], rows[2]["msg/s"]
     print(f"  2 replicas / 1 replica: {two / one:.2f}x (target >= 1.6x; 2x is the limit on 2 cores)")
@@ -410,9 +425,7 @@ def section_faults(args, work: Path) -> None:
           "SIGKILL a replica at 1/3, restart Redis at 2/3", flush=True)
     from threadline import redis_client
 
-    (work / "faults").mkdir()
-    with Recorder() as recorder:
-        running = cluster(work / "faults", 2, recorder)
+    with cluster_running(work / "faults", 2) as (running, recorder):
         log: List[str] = []
 
         async def faults(started: float, seconds: float) -> None:
@@ -431,12 +444,9 @@ def section_faults(args, work: Path) -> None:
             await asyncio.to_thread(redis_client.embedded_url, var)
             log.append(f"{time.monotonic() - started:5.1f} s: Redis started again (append-only file kept)")
 
-        try:
-            convs, wall = asyncio.run(drive(running.rasa_url, args.conversations, args.seconds, faults=faults))
-            time.sleep(2)  # replies still on their way to the recorder
-            checked = check_delivery(convs, running.env["REDIS_URL"], recorder, work / "faults")
-        finally:
-            running.stop()
+        convs, wall = asyncio.run(drive(running.rasa_url, args.conversations, args.seconds, faults=faults))
+        time.sleep(2)  # replies still on their way to the recorder
+        checked = check_delivery(convs, running.env["REDIS_URL"], recorder, work / "faults")
     for line in log:
         print("  " + line)
     print_rows([summary("threadline, 2 replicas, with faults", convs, wall)])
@@ -452,31 +462,18 @@ def section_voice(args, work: Path) -> None:
           flush=True)
     from bench import voice_turn
 
-    (work / "voice").mkdir()
-    (work / "voice-stock").mkdir()
     levels = [int(x) for x in args.voice_levels.split(",")]
     results: Dict[str, Dict[int, float]] = {}
-    with Recorder() as recorder:
-        running = cluster(work / "voice", 2, recorder, {"TWILIO_AUTH_TOKEN": voice_turn.AUTH_TOKEN})
-        try:
+    if "ours" in args.voice_servers:
+        with cluster_running(work / "voice", 2, {"TWILIO_AUTH_TOKEN": voice_turn.AUTH_TOKEN}) as (running, _):
             server = voice_turn.Server("threadline, 2 replicas", f"{running.rasa_url}/webhooks/twilio_voice",
                                        signed=True, pause=args.pause)
-            if "ours" in args.voice_servers:
-                results[server.label] = capacity(server, levels, voice_turn)
-        finally:
-            running.stop()
-    tcp = TcpRedis(work / "voice-stock")
-    try:
-        stock = stock_stack(work / "voice-stock", tcp, {"twilio_voice": {"assistant_voice": "woman"}})
-        try:
+            results[server.label] = capacity(server, levels, voice_turn)
+    if "stock" in args.voice_servers:
+        with stock_running(work / "voice-stock", {"twilio_voice": {"assistant_voice": "woman"}}) as stock:
             server = voice_turn.Server("stock twilio_voice, 1 process", f"{stock.rasa_url}/webhooks/twilio_voice",
                                        signed=False, pause=args.pause)
-            if "stock" in args.voice_servers:
-                results[server.label] = capacity(server, levels, voice_turn)
-        finally:
-            stock.stop()
-    finally:
-        tcp.stop()
+            results[server.label] = capacity(server, levels, voice_turn)
     held = {}
     for label, by_level in results.items():
         figures = "  ".join(f"{level}: {p95:.0f}" for level, p95 in by_level.items())

@@ -23,12 +23,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from threadline import settings as settings_module
-from threadline.stack import Stack, _wait_http
+from threadline.stack import Stack, _wait_http, serve
 
 HAPROXY_TEMPLATE = settings_module.PROJECT_ROOT / "deploy" / "haproxy.cfg"
 
@@ -107,8 +106,7 @@ class Cluster(Stack):
         self.endpoints_file = endpoints
         try:
             haproxy = haproxy_binary()
-            started = [(port, *self._spawn([sys.executable, "-m", "threadline.action_server", "--port", str(port)],
-                                           f"actions-{port}.log")) for port in self.action_ports]
+            started = [(port, *self.spawn_actions(port)) for port in self.action_ports]
             for port, proc, log in started:
                 _wait_http(f"http://127.0.0.1:{port}/health", 120, proc, log)
             for number in range(1, min(2, self.replicas) + 1):  # one relays, the other waits for the lease
@@ -166,28 +164,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(compose_haproxy_config(), end="")
         return 0
     cluster = Cluster(replicas=args.replicas, rasa_port=args.rasa_port, action_port=args.action_port)
-
-    def _stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        cluster.start()
-        print(f"\nThreadline cluster: {args.replicas} rasa replicas {cluster.replica_ports} and action servers "
-              f"{cluster.action_ports} behind HAProxy at {cluster.rasa_url} (actions at {cluster.action_url}).\n"
-              f"Web chat: {cluster.rasa_url}/webhooks/webchat/   Ctrl-C stops everything.\n", flush=True)
-        while all(p.poll() is None for p in cluster.processes):
-            time.sleep(0.5)
-        print("A server stopped unexpectedly; see var/run/*.log", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nStopping the cluster...", flush=True)
-        return 0
-    except (RuntimeError, subprocess.CalledProcessError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        cluster.stop()
+    return serve(cluster, cluster.start, lambda: (
+        f"\nThreadline cluster: {args.replicas} rasa replicas {cluster.replica_ports} and action servers "
+        f"{cluster.action_ports} behind HAProxy at {cluster.rasa_url} (actions at {cluster.action_url}).\n"
+        f"Web chat: {cluster.rasa_url}/webhooks/webchat/   Ctrl-C stops everything.\n"))
 
 
 if __name__ == "__main__":

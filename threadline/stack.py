@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -170,11 +170,13 @@ class Stack:
                 f"Port {self.action_port} has an action server that runs other code or configuration. "
                 f"Stop it, or set ACTION_PORT to a free port."
             )
-        proc, log = self._spawn(
-            [sys.executable, "-m", "threadline.action_server", "--port", str(self.action_port)],
-            f"actions-{self.action_port}.log",
-        )
+        proc, log = self.spawn_actions(self.action_port)
         _wait_http(f"{self.action_url}/health", 120, proc, log)
+
+    def spawn_actions(self, port: int) -> Tuple[subprocess.Popen, Path]:
+        """Start one action server on ``port`` (without waiting for it)."""
+        return self._spawn([sys.executable, "-m", "threadline.action_server", "--port", str(port)],
+                           f"actions-{port}.log")
 
     def start_relay(self, number: int = 1) -> None:
         """The event relay (``threadline.event_relay``), unless ``EVENT_STREAM`` is off."""
@@ -304,24 +306,41 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "DATABASE_URL point at shared servers; the schema is made by `python -m threadline.db init`)")
     args = parser.parse_args(argv)
     stack = Stack(rasa_port=args.rasa_port, action_port=args.action_port)
-
-    def _stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        if args.shell:
+    if args.shell:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
             stack.start(with_rasa=False)
             return subprocess.call(
                 [RASA_BIN, "shell", "--model", stack.model, "--endpoints", str(stack.endpoints_file),
                  "--port", str(stack.rasa_port)],
                 cwd=stack.root, env=stack.env,
             )
-        if args.only == "rasa":
-            stack.start(with_actions=False, init_db=False)
-        else:
-            stack.start()
-        print(_banner(stack), flush=True)
+        except KeyboardInterrupt:
+            return 0
+        except RuntimeError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        finally:
+            stack.stop()
+    if args.only == "rasa":
+        return serve(stack, lambda: stack.start(with_actions=False, init_db=False), lambda: _banner(stack))
+    return serve(stack, stack.start, lambda: _banner(stack))
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(stack: Stack, start: Callable[[], object], banner: Callable[[], str]) -> int:
+    """Start ``stack`` (with ``start``), print ``banner()``, run until a server dies or SIGTERM / Ctrl-C.
+
+    Whatever happens, everything the stack started is stopped. The entry point
+    of ``make run`` and ``make cluster``.
+    """
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        start()
+        print(banner(), flush=True)
         while all(p.poll() is None for p in stack.processes):
             time.sleep(0.5)
         print("A server stopped unexpectedly; see var/run/*.log", file=sys.stderr)
@@ -329,7 +348,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\nStopping Threadline...", flush=True)
         return 0
-    except RuntimeError as error:
+    except (RuntimeError, subprocess.CalledProcessError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

@@ -67,7 +67,6 @@ class Presence:
         self.replica = uuid.uuid4().hex[:12]
         self._redis = redis
         self.keys = keys or Keys()
-        self._local: Dict[str, int] = {}
 
     # ------------------------------------------------------------- registry
 

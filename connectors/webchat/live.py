@@ -21,7 +21,6 @@ from socketio import AsyncServer
 
 from connectors import server
 from threadline import redis_client
-from threadline.keys import Keys
 from connectors.base import BadPayload, Inbound, error_response, run_sync
 from connectors.webchat.fanout import SOCKET, JsonRedisManager
 from connectors.webchat.outputs import WebchatReplyCollector, WebchatSocketOutput
@@ -84,7 +83,7 @@ class LiveTransports:
         sio = AsyncServer(
             async_mode="sanic", cors_allowed_origins=list(self.cors_origins),
             max_http_buffer_size=self.max_body_bytes,
-            client_manager=JsonRedisManager(redis_client.redis_url(), channel=Keys().socketio_channel()),
+            client_manager=JsonRedisManager(redis_client.redis_url(), channel=self.keys.socketio_channel()),
         )
         self.live.sio = sio
         blueprint = SocketBlueprint(sio, self.config["socketio_path"], f"threadline_{self.name()}_socketio", __name__)

@@ -44,6 +44,13 @@ def turn(tracker: DialogueStateTracker, n: int) -> None:
     tracker.update(ActionExecuted(ACTION_LISTEN_NAME, timestamp=n * 10 + 3))
 
 
+async def eventually(condition, seconds: float = 10) -> None:
+    """Wait until ``condition()`` holds, for at most ``seconds`` (the assertion after it says what failed)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+
+
 def outbox(redis_conn, key_prefix):
     return redis_conn.xrange(Keys(key_prefix).event_outbox())
 
@@ -116,10 +123,7 @@ async def test_a_broker_that_is_down_delays_events_and_loses_none(store, redis_c
     for n in range(2, 5):  # the conversation goes on while the broker is away
         turn(tracker, n)
         await store.save(tracker)
-    for _ in range(200):
-        if relay.relayed >= 12:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: relay.relayed >= 12)
     stop.set()
     await running
     rows = broker_rows(sql)

@@ -17,7 +17,7 @@ import pytest
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from tests.support.tcp_proxy import CuttableProxy
-from tests.threadline.test_event_relay import turn
+from tests.threadline.test_event_relay import eventually, turn
 from threadline.event_relay import EventRelay, PikaPublisher
 from threadline.keys import Keys
 from threadline.tracker_store import RedisEventLogTrackerStore
@@ -69,10 +69,7 @@ async def test_broker_events_equal_tracker_events_after_the_broker_goes_away(dom
         for n in range(3):
             turn(tracker, n)
             await store.save(tracker)
-        for _ in range(200):
-            if relay.relayed >= 9:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: relay.relayed >= 9)
         assert relay.relayed == 9
         await proxy.cut()  # the broker is gone; the conversation goes on
         for n in range(3, 6):
@@ -81,10 +78,7 @@ async def test_broker_events_equal_tracker_events_after_the_broker_goes_away(dom
         await asyncio.sleep(1)
         assert len(redis_conn.xrange(Keys(key_prefix).event_outbox())) == 9  # waiting, not lost
         await proxy.start()
-        for _ in range(600):
-            if not redis_conn.xrange(Keys(key_prefix).event_outbox()):
-                break
-            await asyncio.sleep(0.1)
+        await eventually(lambda: not redis_conn.xrange(Keys(key_prefix).event_outbox()), seconds=60)
         assert not redis_conn.xrange(Keys(key_prefix).event_outbox())
     finally:
         stop.set()
