@@ -64,7 +64,7 @@ erase-customer: $(STAMP)  ## erase one customer's data (CUSTOMER=c_... or PHONE=
 export-customer: $(STAMP)  ## print one customer's data as JSON (CUSTOMER=c_... or PHONE=+1...), GDPR art. 15/20
 	@$(PY) -m threadline.erasure export $(if $(PHONE),--phone "$(PHONE)",--customer "$(CUSTOMER)")
 
-validate: $(STAMP)  ## check domain, stories and rules for conflicts
+validate: $(STAMP)  ## check domain, stories, rules and journeys for conflicts and errors
 	$(PY) scripts/validate_data.py
 
 test-unit: $(MODEL)  ## pytest: actions, data layer, redis, connectors, end-to-end

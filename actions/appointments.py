@@ -33,6 +33,7 @@ from actions.forms import TaskFormValidation, asked, is_correction, mentions_cha
 from actions.personal_data import reveal, shown
 from actions.tasks import DIGRESSIONS
 from threadline.db import queries
+from threadline.journeys import service as journeys
 from threadline.pii import is_token
 from threadline.db.seed import OPEN_DAYS, OPEN_HOURS, SERVICES
 
@@ -660,6 +661,8 @@ class ActionBookAppointment(Action):
             dispatcher.utter_message(response="utter_slot_taken", time=say_datetime(when))
             dispatcher.utter_message(response="utter_anything_else")
             return _reset()
+        journeys.emit_safely("appointment_booked", customer_ref(tracker),
+                             {"service_type": service, "appointment_ref": booked.ref}, occurrence=booked.ref)
         dispatcher.utter_message(
             response="utter_appointment_booked",
             service=service,

@@ -18,6 +18,7 @@ from rasa_sdk.forms import ValidationAction
 from rasa_sdk.types import DomainDict
 
 from actions.handoff import escalate
+from actions.journeys import expire_offer
 from actions.sentiment import assess, customer_texts
 
 
@@ -54,4 +55,4 @@ class ValidateSlotMappings(ValidationAction):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict):
         events = await super().run(dispatcher, tracker, domain)
-        return events + check_frustration(dispatcher, tracker)
+        return events + expire_offer(tracker) + check_frustration(dispatcher, tracker)

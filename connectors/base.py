@@ -482,6 +482,7 @@ class ThreadlineInput(InputChannel):
         """Record the channel's use and the channel's own bookkeeping; returns the previous channel."""
         previous = identity.record_channel_use(customer_id, envelope.channel, redis=self.redis_client())
         self.on_identified(envelope, customer_id)
+        _end_journey_waits(customer_id, self.redis_client())
         return previous
 
     def metadata_for(self, envelope: Envelope, turn: Turn, trace_id: str, app: Any = None) -> Dict[str, Any]:
@@ -495,6 +496,20 @@ class ThreadlineInput(InputChannel):
         store = getattr(agent, "tracker_store", None)
         store = getattr(store, "_tracker_store", store)  # rasa wraps it in FailSafeTrackerStore
         return store if hasattr(store, "merge_conversations_sync") else None
+
+
+def _end_journey_waits(customer_id: str, redis: Any) -> None:
+    """Any message from the customer, on any channel, ends the waits of their journeys (blocking).
+
+    One ``EXISTS`` for a customer with no journey waiting; a failure here is
+    logged and never fails the customer's turn.
+    """
+    try:
+        from threadline.journeys import service as journeys
+
+        journeys.customer_wrote(customer_id, redis)
+    except Exception:
+        logger.exception("could not end the journey waits of %s", customer_id)
 
 
 class _Unavailable(Exception):

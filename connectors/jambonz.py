@@ -25,6 +25,18 @@ Settings (credentials.yml keys, else environment): ``webhook_secret``
 ``basic_auth_password``, ``public_base_url`` (``JAMBONZ_PUBLIC_BASE_URL``),
 ``language`` (``JAMBONZ_LANGUAGE``, en-US), ``voice`` (``JAMBONZ_VOICE``, the
 application's default when empty), ``input_timeout`` (``JAMBONZ_INPUT_TIMEOUT``).
+
+Outbound calls (``place_call``, see ``connectors.voice.outbound``): the REST
+createCall, ``POST {api base}/v1/Accounts/{account sid}/Calls`` with
+``Authorization: Bearer <api key>`` and JSON ``from``, ``to`` (``{"type":
+"phone", "number": ...}``), ``call_hook`` (the answer webhook ``/outbound?token=...``),
+``call_status_hook`` (``/status``), ``application_sid`` when set and ``tag``
+(the call's context); jambonz answers 201 with the call's ``sid``. With basic
+auth configured, both hooks carry the credentials so jambonz authenticates to
+us. Settings: ``api_base`` (``JAMBONZ_API_BASE``), ``account_sid``
+(``JAMBONZ_ACCOUNT_SID``), ``api_key`` (``JAMBONZ_API_KEY``), ``caller_number``
+(``JAMBONZ_CALLER_NUMBER``), ``application_sid`` (``JAMBONZ_APPLICATION_SID``)
+and ``public_base_url``.
 """
 import base64
 import binascii
@@ -38,6 +50,8 @@ from rasa.shared.exceptions import RasaException
 
 from connectors import shape
 from connectors.base import BadPayload, Inbound, constant_time_equals
+from connectors.voice.outbound import PlacedCall
+from threadline import settings as settings_module
 from connectors.voice import (
     EVENT_CALL,
     EVENT_INPUT,
@@ -134,8 +148,18 @@ class JambonzInput(VoiceInput):
         "language": "JAMBONZ_LANGUAGE",
         "voice": "JAMBONZ_VOICE",
         "input_timeout": "JAMBONZ_INPUT_TIMEOUT",
+        "api_base": "JAMBONZ_API_BASE",
+        "account_sid": "JAMBONZ_ACCOUNT_SID",
+        "api_key": "JAMBONZ_API_KEY",
+        "caller_number": "JAMBONZ_CALLER_NUMBER",
+        "application_sid": "JAMBONZ_APPLICATION_SID",
     }
     credential_defaults = {
+        "api_base": settings_module.VARIABLES["JAMBONZ_API_BASE"].default,
+        "account_sid": "",
+        "api_key": "",
+        "caller_number": "",
+        "application_sid": "",
         "basic_auth_user": "",
         "basic_auth_password": "",
         "public_base_url": "",
@@ -152,6 +176,45 @@ class JambonzInput(VoiceInput):
             )
         if not self.config["input_timeout"].strip().isdigit():
             raise RasaException("jambonz: input_timeout must be whole seconds")
+
+    # ----------------------------------------------------------- outbound calls
+
+    def outbound_settings(self) -> Dict[str, Optional[str]]:
+        """Account SID, API key and caller number (the public base URL is checked by ``place_call``)."""
+        return {"JAMBONZ_ACCOUNT_SID": self.config.get("account_sid"),
+                "JAMBONZ_API_KEY": self.config.get("api_key"),
+                "JAMBONZ_CALLER_NUMBER": self.config.get("caller_number")}
+
+    def outbound_secrets(self) -> List[str]:
+        """The API key (and the basic-auth password the hooks carry), masked in errors and logs."""
+        return [self.config.get("api_key") or "", self.config.get("basic_auth_password") or ""]
+
+    def _hook(self, url: str) -> Dict[str, str]:
+        hook = {"url": url, "method": "POST"}
+        if self.config["basic_auth_user"]:
+            hook.update(username=self.config["basic_auth_user"], password=self.config["basic_auth_password"])
+        return hook
+
+    async def request_call(self, number: str, answer_url: str, status_url: str, context: Dict[str, str]) -> PlacedCall:
+        """createCall through the shared sender (a 429 is retried, its ``Retry-After`` reported)."""
+        body: Dict[str, Any] = {
+            "from": self.config["caller_number"],
+            "to": {"type": "phone", "number": number},
+            "call_hook": self._hook(answer_url),
+            "call_status_hook": self._hook(status_url),
+        }
+        if self.config["application_sid"]:
+            body["application_sid"] = self.config["application_sid"]
+        if context:
+            body["tag"] = dict(context)
+        url = f"{self.config['api_base'].rstrip('/')}/v1/Accounts/{self.config['account_sid']}/Calls"
+        result = await self.call_sender.post(url, body, {"Authorization": f"Bearer {self.config['api_key']}"},
+                                             record=False)
+        if not result.ok:
+            return PlacedCall(False, status=result.status, error=result.error,
+                              retry_after=result.retry_after if result.status == 429 else None)
+        sid = result.json.get("sid") if isinstance(result.json, dict) else None
+        return PlacedCall(True, call_id=str(sid) if sid else None, status=result.status)
 
     def verify(self, inbound: Inbound, body: bytes) -> bool:
         """A valid ``Jambonz-Signature``, or the configured basic-auth credentials."""

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional
 
 import aiohttp
 
@@ -42,6 +42,7 @@ class OutboundResult:
     json: Any = None
     attempts: int = 0
     error: Optional[str] = None
+    retry_after: Optional[float] = None  # seconds the platform asked to wait (``Retry-After``), on a failure
 
 
 @dataclass
@@ -52,6 +53,7 @@ class SendReport:
     statuses: List[Optional[int]] = field(default_factory=list)
     requests: int = 0
     queued: Optional[str] = None  # not failed, but waiting (why), e.g. for a web visitor to come back
+    retry_after: Optional[float] = None  # the platform asked us to wait this long (seconds) before trying again
 
     @property
     def ok(self) -> bool:
@@ -107,10 +109,14 @@ def _setting(name: str, kind: Callable[[str], Any]) -> Callable[[], Any]:
 
 @dataclass
 class OutboundSender:
-    """Posts JSON to a platform API with retries.
+    """Posts JSON (or a form) to a platform API with retries.
 
     ``channel`` names the connector in logs. ``secrets`` are strings (bot
-    tokens in URLs) masked in everything logged.
+    tokens in URLs) masked in everything logged. ``retry_statuses`` and
+    ``retry_network_errors`` narrow what is retried for requests that must
+    not be repeated blindly (placing a phone call: a 500 or a timeout may
+    mean the call was placed anyway); by default every ``RETRYABLE_STATUSES``
+    answer and every network error is retried.
     """
 
     channel: str
@@ -121,6 +127,8 @@ class OutboundSender:
     secrets: Iterable[str] = ()
     retry_hint: Optional[RetryHint] = None
     redis: Any = None  # kept for callers that pass one; the sender stores nothing
+    retry_statuses: FrozenSet[int] = RETRYABLE_STATUSES
+    retry_network_errors: bool = True  # False: only a connection that was never made is retried
 
     def __post_init__(self) -> None:
         self.max_attempts = max(1, int(self.max_attempts))
@@ -135,12 +143,15 @@ class OutboundSender:
         headers: Optional[Dict[str, str]] = None,
         *,
         record: bool = True,
+        form: bool = False,
     ) -> OutboundResult:
         """POST ``body`` as JSON to ``url``; retry what is worth retrying.
 
-        Never raises for HTTP or network failures: the result says what
-        happened, and a final failure is reported to the response being sent,
-        unless ``record`` is False (the caller has a fallback).
+        With ``form``, ``body`` (a mapping, or a list of name/value pairs for
+        repeated names) is sent form-encoded instead. Never raises for HTTP
+        or network failures: the result says what happened, and a final
+        failure is reported to the response being sent, unless ``record`` is
+        False (the caller has a fallback).
         """
         report = current_report()
         if report is not None:
@@ -148,7 +159,7 @@ class OutboundSender:
         last = _Attempt()
         attempt = 0
         for attempt in range(1, self.max_attempts + 1):
-            last = await self._attempt(url, body, headers or {})
+            last = await self._attempt(url, body, headers or {}, form=form)
             if last.error is None:
                 return OutboundResult(True, last.status, last.body, attempt)
             if not last.retryable or attempt == self.max_attempts:
@@ -164,11 +175,14 @@ class OutboundSender:
                 self.channel, attempt, self.max_attempts, self.redact(url), last.error, delay,
             )
             await asyncio.sleep(delay)
-        result = OutboundResult(False, last.status, last.body, attempt, self.redact(last.error or "unknown error"))
+        result = OutboundResult(False, last.status, last.body, attempt, self.redact(last.error or "unknown error"),
+                                last.retry_after)
         logger.error("%s outbound request to %s failed for good after %d attempt(s): %s",
                      self.channel, self.redact(url), attempt, result.error)
         if record:
             note_failure(result.error, result.status)
+            if report is not None and last.retry_after is not None:
+                report.retry_after = last.retry_after
         return result
 
     def redact(self, text: str) -> str:
@@ -197,10 +211,11 @@ class OutboundSender:
             self._session_loop = loop
         return self._session
 
-    async def _attempt(self, url: str, body: Dict[str, Any], headers: Dict[str, str]) -> _Attempt:
+    async def _attempt(self, url: str, body: Any, headers: Dict[str, str], form: bool = False) -> _Attempt:
         try:
             session = self._session_for_loop()
-            async with session.post(url, json=body, headers=headers) as response:
+            payload = {"data": body} if form else {"json": body}
+            async with session.post(url, headers=headers, **payload) as response:
                 raw = await response.read()
                 parsed = _json_or_text(raw)
                 if response.status < 300:
@@ -213,10 +228,11 @@ class OutboundSender:
                     body=parsed,
                     retry_after=retry_after,
                     error=f"HTTP {response.status}: {_snippet(raw)}",
-                    retryable=response.status in RETRYABLE_STATUSES,
+                    retryable=response.status in self.retry_statuses,
                 )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            return _Attempt(error=f"{type(exc).__name__}: {exc}", retryable=True)
+            unsent = isinstance(exc, aiohttp.ClientConnectorError)  # never reached the platform
+            return _Attempt(error=f"{type(exc).__name__}: {exc}", retryable=self.retry_network_errors or unsent)
 
 
 def _json_or_text(raw: bytes) -> Any:

@@ -52,6 +52,9 @@ class ThreadlineOutput(OutputChannel):
     # Whether it can reach the customer on its own, outside a webhook's answer
     # (a phone call's output only collects the reply to the current turn).
     pushes: bool = True
+    # Whether an undelivered response is kept for ``make replay-failed`` (a
+    # journey retries its own steps, so it turns this off).
+    keep_undelivered: bool = True
 
     def __init__(self, config: Dict[str, str], sender: OutboundSender, redis: Any = None) -> None:
         self.config = config
@@ -110,7 +113,7 @@ class ThreadlineOutput(OutputChannel):
         finally:
             end_report(token)
         self.last_report = report
-        if not report.ok:
+        if not report.ok and self.keep_undelivered:
             await self.record_undelivered(recipient_id, original, "; ".join(report.errors))
 
     async def record_undelivered(self, recipient_id: str, message: Dict[str, Any], error: str) -> None:

@@ -23,18 +23,37 @@ Settings (credentials.yml keys, else environment): ``auth_token``
 Polly.Joanna-Neural, an SSML-capable voice), ``speech_timeout``
 (``TWILIO_SPEECH_TIMEOUT``, seconds or "auto"), ``input_timeout``
 (``TWILIO_INPUT_TIMEOUT``, seconds of silence before the no-input path).
+
+Outbound calls (``place_call``, see ``connectors.voice.outbound``): ``account_sid``
+(``TWILIO_ACCOUNT_SID``), ``caller_number`` (``TWILIO_CALLER_NUMBER``, the
+``From``) and ``public_base_url`` are needed, ``api_base`` (``TWILIO_API_BASE``)
+points at the REST API. The call is created with the official library
+(``client.calls.create_async``: ``POST {api base}/2010-04-01/Accounts/{sid}/Calls.json``,
+form-encoded, basic auth), whose HTTP layer is Threadline's ``OutboundSender``
+(``SenderHttpClient``): the library's own async client neither retries a 429
+after its ``Retry-After`` nor lets us read that header from the error it raises.
+The answer webhook is ``POST /outbound?token=...``, signed like the others.
 """
+import base64
+import contextvars
+import json
+import logging
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from rasa.shared.exceptions import RasaException
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http import HttpClient
+from twilio.http.response import Response as TwilioResponse
 from twilio.request_validator import RequestValidator
+from twilio.rest import Client as TwilioClient
 from twilio.twiml import TwiML
 from twilio.twiml.voice_response import Gather, Say, VoiceResponse
 
 from connectors import recording
 from connectors.base import BadPayload, Inbound
+from connectors.outbound import OutboundResult, OutboundSender
 from connectors.voice.calls import caller_identity
 from connectors.voice import (
     EVENT_CALL,
@@ -44,8 +63,17 @@ from connectors.voice import (
     VoiceOutput,
     VoiceRequest,
 )
+from connectors.voice import outbound
+from connectors.voice.calls import CallState
+from connectors.voice.outbound import PlacedCall
+from threadline import consent
+from threadline import settings as settings_module
+
+logger = logging.getLogger(__name__)
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+# Status callbacks asked for on outbound calls ("completed" also reports busy, no-answer, failed).
+OUTBOUND_STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 STATUS_EVENTS = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
 Params = Union[Mapping[str, Any], Iterable[Tuple[str, str]]]
@@ -172,6 +200,55 @@ def twiml(prompt: Prompt, *, action_url: str, say: Dict[str, str], gather: Dict[
     return document.to_xml()
 
 
+class SenderHttpClient(HttpClient):
+    """The twilio library's async HTTP layer, on Threadline's ``OutboundSender``.
+
+    The library builds the request (URL, form fields, auth) and parses the
+    answer; the sender sends it with the shared timeouts, retries and
+    ``Retry-After`` handling. ``last_result`` is the sender's result of the
+    current task's last request (the library's exceptions carry no headers).
+    """
+
+    def __init__(self, sender: OutboundSender) -> None:
+        super().__init__(logging.getLogger("twilio.http_client"), True, None)
+        self.sender = sender
+        self._last: contextvars.ContextVar = contextvars.ContextVar("twilio_last_result", default=None)
+
+    @property
+    def last_result(self) -> Optional[OutboundResult]:
+        """The result of this task's last request, if any."""
+        return self._last.get()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: Optional[Dict[str, object]] = None,
+        data: Optional[Dict[str, object]] = None,
+        headers: Optional[Dict[str, str]] = None,
+        auth: Optional[Tuple[str, str]] = None,
+        timeout: Optional[float] = None,
+        allow_redirects: bool = False,
+    ) -> TwilioResponse:
+        """POST ``data`` form-encoded (repeated names for lists); other methods are not used."""
+        if method.upper() != "POST":
+            raise TwilioException(f"only POST is supported here, not {method}")
+        headers = dict(headers or {})
+        if auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+        if params:
+            url = f"{url}?{urlencode(params, doseq=True)}"
+        fields = [(str(name), str(item)) for name, value in (data or {}).items()
+                  for item in (value if isinstance(value, (list, tuple)) else [value])]
+        result = await self.sender.post(url, fields, headers, record=False, form=True)
+        self._last.set(result)
+        if result.status is None:
+            raise TwilioException(result.error or "no answer from the Twilio API")
+        body = result.json
+        text = body if isinstance(body, str) else json.dumps(body) if body is not None else ""
+        return TwilioResponse(result.status, text)
+
+
 class TwilioVoiceOutput(VoiceOutput):
     """Collects the bot's responses to one Twilio webhook."""
 
@@ -191,8 +268,14 @@ class TwilioVoiceInput(VoiceInput):
         "voice": "TWILIO_VOICE",
         "speech_timeout": "TWILIO_SPEECH_TIMEOUT",
         "input_timeout": "TWILIO_INPUT_TIMEOUT",
+        "account_sid": "TWILIO_ACCOUNT_SID",
+        "api_base": "TWILIO_API_BASE",
+        "caller_number": "TWILIO_CALLER_NUMBER",
     }
     credential_defaults = {
+        "account_sid": "",
+        "api_base": settings_module.VARIABLES["TWILIO_API_BASE"].default,
+        "caller_number": "",
         "public_base_url": "",
         "language": "en-US",
         "voice": "Polly.Joanna-Neural",
@@ -210,6 +293,48 @@ class TwilioVoiceInput(VoiceInput):
         self.config["speech_timeout"] = timeout
         # "auto" ends speech after a short pause; about a second in practice.
         self.end_of_speech_wait = 1.0 if timeout == "auto" else float(timeout)
+        self._rest: Optional[Tuple[TwilioClient, SenderHttpClient]] = None
+
+    # ----------------------------------------------------------- outbound calls
+
+    def outbound_settings(self) -> Dict[str, Optional[str]]:
+        """Account SID and caller number (the public base URL is checked by ``place_call``)."""
+        return {"TWILIO_ACCOUNT_SID": self.config.get("account_sid"),
+                "TWILIO_CALLER_NUMBER": self.config.get("caller_number")}
+
+    def outbound_secrets(self) -> List[str]:
+        """The auth token, masked in every error and log line."""
+        return [self.config["auth_token"]]
+
+    def rest_client(self) -> Tuple[TwilioClient, SenderHttpClient]:
+        """The twilio library's client, at ``api_base``, sending through the call sender."""
+        if self._rest is None:
+            http = SenderHttpClient(self.call_sender)
+            # environment={}: the library must not read TWILIO_EDGE/REGION behind the settings' back.
+            client = TwilioClient(self.config["account_sid"], self.config["auth_token"], http_client=http,
+                                  environment={})
+            client.api.base_url = self.config["api_base"].rstrip("/")
+            self._rest = (client, http)
+        return self._rest
+
+    async def request_call(self, number: str, answer_url: str, status_url: str, context: Dict[str, str]) -> PlacedCall:
+        """``calls.create_async``: To, From, Url (POST), StatusCallback and its events."""
+        client, http = self.rest_client()
+        try:
+            created = await client.calls.create_async(
+                to=number, from_=self.config["caller_number"], url=answer_url, method="POST",
+                status_callback=status_url, status_callback_method="POST",
+                status_callback_event=list(OUTBOUND_STATUS_EVENTS),
+            )
+        except TwilioRestException as exc:
+            result = http.last_result
+            detail = result.error if result is not None and result.error else f"HTTP {exc.status}: {exc.msg}"
+            return PlacedCall(False, status=exc.status, error=self.call_sender.redact(detail),
+                              retry_after=result.retry_after if result is not None and exc.status == 429 else None)
+        except TwilioException as exc:
+            return PlacedCall(False, error=self.call_sender.redact(str(exc)))
+        result = http.last_result
+        return PlacedCall(True, call_id=created.sid, status=result.status if result is not None else None)
 
     # ------------------------------------------------------------- verification
 
@@ -279,8 +404,21 @@ class TwilioVoiceInput(VoiceInput):
             form = self.decode(inbound, inbound.body)
             voice = self.voice_request(inbound, form)
             user_id, _ = caller_identity(voice.caller, voice.call_id)
-            recording.record_notice(self.name(), user_id, voice.call_id, self.redis_client())
+            self._record_notice(user_id, voice.call_id)
         return twiml(prompt, action_url=action_url, say=say, gather=gather, recording_notice=notice)
+
+    def _record_notice(self, user_id: str, call_id: str) -> None:
+        """The recording notice in the ledger: for the customer an outbound call is bound to, else the caller's."""
+        redis = self.redis_client()
+        state = CallState.load(redis, self.name(), call_id)
+        if not (state.customer_id and state.origin == outbound.ORIGIN):
+            recording.record_notice(self.name(), user_id, call_id, redis)
+            return
+        try:
+            consent.record(state.customer_id, self.name(), consent.RECORDING, consent.GRANTED, consent.SOURCE_NOTICE,
+                           call_id, redis)
+        except Exception:
+            logger.exception("%s call %s: could not record the recording notice", self.name(), call_id)
 
     def status_body(self) -> str:
         """An empty TwiML response."""

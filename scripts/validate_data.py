@@ -30,6 +30,9 @@ def used_outside_stories() -> set:
             used.add(f"utter_ask_{slot}")
     for source in (ROOT / "actions").glob("*.py"):
         used.update(re.findall(r"""response=["'](utter_[\w/]+)["']""", source.read_text()))
+    # Journeys send the responses their steps name.
+    for source in list((ROOT / "journeys").glob("*.yml")):
+        used.update(re.findall(r"response:\s*(utter_\w+)", source.read_text()))
     # Rasa's own default actions send these.
     used.update({"utter_ask_rephrase", "utter_default"})
     return used
@@ -59,8 +62,11 @@ def main() -> int:
         print("\n".join(problems))
         print("rasa data validate: FAILED")
         return 1
-    print(f"rasa data validate: OK ({len(allowed)} responses sent by forms or custom actions)")
-    return 0
+    print(f"rasa data validate: OK ({len(allowed)} responses sent by forms, custom actions or journeys)")
+    journeys = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "threadline.journeys", "validate"],
+                              cwd=ROOT, capture_output=True, text=True)
+    print((journeys.stdout + journeys.stderr).strip())
+    return 0 if journeys.returncode == 0 else 1
 
 
 if __name__ == "__main__":

@@ -47,14 +47,14 @@ IDLE_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 10.0
 
 # KEYS: lease. ARGV: owner, milliseconds. Take the lease if free, renew it if ours.
-_LEASE_LUA = """
+LEASE_LUA = """
 local owner = redis.call('GET', KEYS[1])
 if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 return 0
 """
 # KEYS: lease. ARGV: owner. Give the lease up if ours.
-_RELEASE_LUA = """
+RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -97,11 +97,11 @@ class EventRelay:
         return self._redis or redis_client.get_client()
 
     def _lease(self) -> bool:
-        return bool(self.redis.eval(_LEASE_LUA, 1, self.keys.event_relay_lease(), self.owner, self.lease_ms))
+        return bool(self.redis.eval(LEASE_LUA, 1, self.keys.event_relay_lease(), self.owner, self.lease_ms))
 
     def release(self) -> None:
         """Give the lease to the next relay (blocking)."""
-        self.redis.eval(_RELEASE_LUA, 1, self.keys.event_relay_lease(), self.owner)
+        self.redis.eval(RELEASE_LUA, 1, self.keys.event_relay_lease(), self.owner)
 
     def _pending(self) -> List[Tuple[bytes, Dict[bytes, bytes]]]:
         return self.redis.xrange(self.keys.event_outbox(), "-", "+", count=self.batch)

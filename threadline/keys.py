@@ -75,7 +75,11 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:voice:events", "stream", "100k entries", "call-quality events of every call", "voice"),
     KeySpec("{p}:voice:live:{customer}", "string", "2 min, refreshed each turn", "the call the customer is on now (channel, call, origin)", "voice"),
     KeySpec("{p}:voice:pending:{channel}:{call id}", "list", "the call", "agent messages waiting to be spoken at the caller's next turn", "voice"),
+    KeySpec("{p}:voice:outbound:{h(token)}", "hash", "1 h", "an outbound call's single-use answer token: customer, prompt, context, then the call that used it", "voice"),
     KeySpec("{p}:prefetch:{customer}", "string", "`PREFETCH_TTL_SECONDS`", "lookups made while a call starts", "voice"),
+    # journeys
+    KeySpec("{p}:journeys:waiting:{customer}", "string", "30 days", "the customer has an active journey: their next message ends its wait", "journeys"),
+    KeySpec("{p}:journeys:worker", "string", "lease, renewed", "the one journey worker allowed on SQLite (PostgreSQL runs several)", "journeys"),
     # desk
     KeySpec("{p}:desk", "pub/sub channel", "-", "case changes and conversation events for every desk", "desk"),
     KeySpec("{p}:desk:session:{sha256(id)}", "string", "`AGENT_SESSION_HOURS`", "one signed-in agent", "desk"),
@@ -184,6 +188,14 @@ class Keys:
         return self._k("webchat", "socketio")
 
     # consent and personal data
+    def journeys_waiting(self, customer_id: str) -> str:
+        """``{p}:journeys:waiting:{customer}``."""
+        return self._k("journeys", "waiting", customer_id)
+
+    def journeys_worker_lease(self) -> str:
+        """``{p}:journeys:worker``."""
+        return self._k("journeys", "worker")
+
     def consent(self, customer_id: str) -> str:
         """``{p}:consent:{customer}``."""
         return self._k("consent", customer_id)
@@ -220,6 +232,10 @@ class Keys:
     def voice_pending(self, channel: str, call_id: str) -> str:
         """``{p}:voice:pending:{channel}:{call id}``."""
         return self._k("voice", "pending", channel, call_id)
+
+    def voice_outbound(self, token_digest: str) -> str:
+        """``{p}:voice:outbound:{h(token)}`` (the token itself is never a key)."""
+        return self._k("voice", "outbound", token_digest)
 
     def prefetch(self, customer_id: str) -> str:
         """``{p}:prefetch:{customer}``."""

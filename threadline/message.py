@@ -75,6 +75,7 @@ class Origin(str, enum.Enum):
     WEBREF = "webref"  # a signed web identity
     LINK = "link"  # a link code, confirmed where needed
     CALLER_ID = "caller_id"  # a voice caller id matched: continuity only, no personal data
+    OUTBOUND_CALL = "outbound_call"  # we phoned the customer's number: whoever answers proves nothing more
 
 
 @dataclass(frozen=True)
@@ -177,10 +178,11 @@ class TurnMetadata:
     def may_see_conversation_data(self) -> bool:
         """Whether what the customer said earlier may be repeated to this sender.
 
-        A voice caller id matched to an existing customer only proves nothing;
-        everyone else reached this conversation through their own identity.
+        A voice caller id matched to an existing customer only proves nothing,
+        nor does answering a phone we called (``OUTBOUND_CALL``); everyone else
+        reached this conversation through their own identity.
         """
-        return self.signed and self.origin != Origin.CALLER_ID
+        return self.signed and self.origin not in (Origin.CALLER_ID, Origin.OUTBOUND_CALL)
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(TurnMetadata) if f.name != "signed")

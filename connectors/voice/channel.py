@@ -25,10 +25,13 @@ from connectors.base import (
     ThreadlineOutput,
     run_sync,
 )
+from connectors.identify import Turn, source_of
+from connectors.outbound import OutboundSender
 from connectors.voice.calls import (
     BARGE_IN,
     CALL_COMPLETED,
     CALL_FAILED,
+    CALL_TTL,
     CALLER_HANGUP,
     EVENT_CALL,
     EVENT_INPUT,
@@ -45,10 +48,12 @@ from connectors.voice.calls import (
     store_choices,
 )
 from connectors.voice import live
+from connectors.voice import outbound
+from connectors.voice.outbound import EVENT_ANSWER, OutboundCall, PlacedCall
 from connectors.voice.elsewhere import SendsElsewhere
 from connectors.voice.speech import HUMAN_KEY, Choice, Prompt, build_prompt, spoken_preview
-from threadline import prefetch
-from threadline.message import HandoffSignal
+from threadline import identity, prefetch
+from threadline.message import HandoffSignal, Trust
 from threadline.settings import VARIABLES
 
 logger = logging.getLogger(__name__)
@@ -126,6 +131,8 @@ class VoiceDelivery(Delivery):
         self.voice = voice
         self.state: Optional[CallState] = None
         self.output: Optional[VoiceOutput] = None
+        self.answer: Optional[OutboundCall] = None  # an outbound call's answer: the claimed token's call
+        self.replayed = False  # the platform retried an answer already given
 
 
 class VoiceInput(SendsElsewhere, ThreadlineInput):
@@ -147,6 +154,9 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
         self.prefetcher = prefetch.Prefetcher()
         self._deliveries: set = set()
         self.low_confidence = self.settings.number("VOICE_LOW_CONFIDENCE")
+        # Placing a call is not idempotent: only a 429 or a connection never made is retried.
+        self.call_sender = OutboundSender(f"{self.name()}-calls", secrets=self.outbound_secrets(),
+                                          retry_statuses=frozenset({429}), retry_network_errors=False)
 
     # ------------------------------------------------------------ subclass hooks
 
@@ -162,18 +172,34 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
         """The body answering a status callback."""
         return ""
 
+    def outbound_secrets(self) -> List[str]:
+        """Secrets masked in outbound call errors and logs."""
+        return []
+
+    def outbound_settings(self) -> Dict[str, Optional[str]]:
+        """The settings outbound calls need (variable -> value); an unset one is reported by name."""
+        return {}
+
+    async def request_call(self, number: str, answer_url: str, status_url: str, context: Dict[str, str]) -> PlacedCall:
+        """Ask the provider to phone ``number`` and fetch ``answer_url`` once answered."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------- routes
 
     def register_routes(
         self, blueprint: Blueprint, on_new_message: Callable[[UserMessage], Awaitable[Any]]
     ) -> None:
-        """``POST /gather`` (the caller's input) and ``POST /status`` (call status)."""
-        for route, event in (("gather", EVENT_INPUT), ("status", EVENT_STATUS)):
+        """``POST /gather`` (the caller's input), ``POST /status`` (call status), ``POST /outbound`` (answer)."""
+        for route, event in (("gather", EVENT_INPUT), ("status", EVENT_STATUS), ("outbound", EVENT_ANSWER)):
 
             async def receive(request: Request, _event: str = event) -> HTTPResponse:
                 return await self.handle_request(request, on_new_message, route=_event)
 
             blueprint.add_route(receive, f"/{route}", methods=["POST"], stream=True, name=route)
+
+        @blueprint.listener("after_server_stop")
+        async def close_call_sender(*_: Any) -> None:
+            await self.call_sender.close()
 
     def public_base(self, inbound: Inbound) -> str:
         """Where the platform reaches us: ``public_base_url`` if set, else this request's host."""
@@ -187,8 +213,11 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
     # ------------------------------------------------------------------ pipeline
 
     def parse(self, inbound: Inbound, payload: Any) -> VoiceDelivery:
-        """One envelope per call start or caller input; none for silence and status."""
+        """One envelope per call start or caller input; none for silence, status and outbound answers."""
         voice = self.voice_request(inbound, payload)
+        if inbound.route == EVENT_ANSWER:
+            voice.event = EVENT_ANSWER  # the prompt is in the conversation already: nothing goes to Rasa
+            return VoiceDelivery(inbound, [], voice)
         if voice.event == EVENT_STATUS or (voice.event == EVENT_INPUT and not voice.has_input):
             return VoiceDelivery(inbound, [], voice)
         user_id, phone = caller_identity(voice.caller, voice.call_id)
@@ -224,6 +253,9 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
         if voice.event == EVENT_STATUS:
             self._record_status(redis, state, voice, emit)
             return
+        if voice.event == EVENT_ANSWER:
+            self._claim_answer(redis, delivery, state)
+            return
         current = voice.turn is None or voice.turn == state.turn
         if voice.event != EVENT_INPUT or not current:
             return  # a call start, or a late retry of an earlier turn
@@ -246,6 +278,21 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
                 BARGE_IN, turn=voice.turn, input=envelope.extra.get("input_mode"),
                 elapsed=round(voice.received_at - state.prompt_at, 2), prompt_seconds=round(state.prompt_seconds, 2),
             )
+
+    def _claim_answer(self, redis: Any, delivery: VoiceDelivery, state: CallState) -> None:
+        """Claim the answer token for this call and bind the call to its customer (blocking)."""
+        voice = delivery.voice
+        call, replayed = outbound.claim(redis, delivery.inbound.arg("token"), voice.call_id)
+        if call is None:
+            logger.warning("%s: outbound answer for call %s with an unknown, expired or used token",
+                           self.name(), voice.call_id)
+            return
+        delivery.answer, delivery.replayed = call, replayed
+        state.customer_id, state.origin = call.customer_id, outbound.ORIGIN
+        outbound.bind(redis, self.name(), voice.call_id, call.customer_id, CALL_TTL)
+        if not replayed:
+            record_event(redis, outbound.CALL_STARTED, channel=self.name(), call_id=voice.call_id,
+                         customer_id=call.customer_id, direction="outbound", context=call.context)
 
     def _record_status(self, redis: Any, state: CallState, voice: VoiceRequest, emit: Callable[..., None]) -> None:
         status = (voice.status or "").lower()
@@ -271,6 +318,70 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
             return await on_new_message(message)
 
         return await super().handle_envelope(delivery, envelope, forward)
+
+    def identify(self, delivery: Delivery, envelope: Envelope) -> Turn:
+        """An outbound call's turns belong to the customer it was placed for, with low trust.
+
+        The number we dialled may be unknown to the identity index, or known
+        for someone else: neither matters, the call was bound when answered.
+        Every other call is identified by its caller id (the base pipeline).
+        """
+        state = getattr(delivery, "state", None)
+        if state is None or state.origin != outbound.ORIGIN or not state.customer_id:
+            return super().identify(delivery, envelope)
+        who = identity.Identity(state.customer_id, Trust.LOW.value, False, outbound.ORIGIN)
+        text = self.message_text(envelope, state.customer_id) if envelope.readable else None
+        return Turn(state.customer_id, who, None, text, source=source_of(delivery, envelope))
+
+    async def place_call(
+        self, customer_id: str, number: str, prompt: str, context: Optional[Dict[str, str]] = None
+    ) -> PlacedCall:
+        """Phone ``number`` for the conversation ``customer_id``; the callee first hears ``prompt``.
+
+        ``prompt`` must already be in the customer's conversation (a bot
+        utterance); the answer sends nothing to Rasa, and what the callee says
+        is a turn of ``customer_id``'s conversation. ``context`` (a few short
+        strings: journey, instance, step; never personal data) is kept with
+        the call. Never raises: a missing setting, a bad argument or a
+        provider failure is a ``PlacedCall`` with ``ok`` False and ``error``
+        (``retry_after`` when the provider asked to wait). See
+        ``connectors.voice.outbound``.
+        """
+        phone, problem = outbound.check_request(customer_id, number, prompt, context)
+        if problem:
+            return PlacedCall(False, error=problem)
+        base = (self.config.get("public_base_url") or "").rstrip("/")
+        needed = dict(self.outbound_settings(), **{self.credential_env.get("public_base_url", "public_base_url"): base})
+        missing = [name for name, value in needed.items() if not value]
+        if missing:
+            return PlacedCall(False, error=f"outbound calls on {self.name()} are not configured: set {', '.join(missing)}")
+        redis = self.redis_client()
+        token = outbound.new_token()
+        call = OutboundCall(customer_id, prompt.strip(), dict(context or {}))
+        try:
+            await run_sync(outbound.store, redis, token, call)
+        except Exception as exc:
+            logger.exception("%s: could not store an outbound call's token", self.name())
+            return PlacedCall(False, error=f"could not store the call's answer token ({type(exc).__name__})")
+        try:
+            placed = await self.request_call(phone, outbound.answer_url(base, self.name(), token),
+                                             outbound.status_url(base, self.name()), call.context)
+        except Exception as exc:  # a provider library's surprise must not reach the worker
+            logger.exception("%s: placing an outbound call failed", self.name())
+            placed = PlacedCall(False, error=f"placing the call failed ({type(exc).__name__})")
+        if placed.ok and placed.call_id:
+            await run_sync(self._placed, redis, placed.call_id, call)
+        elif placed.ok:
+            placed = PlacedCall(False, status=placed.status, error="the provider accepted the call but gave no call id")
+        if not placed.ok:
+            await run_sync(outbound.discard, redis, token)
+            logger.warning("%s: outbound call for %s not placed: %s", self.name(), customer_id, placed.error)
+        return placed
+
+    def _placed(self, redis: Any, call_id: str, call: OutboundCall) -> None:
+        outbound.bind(redis, self.name(), call_id, call.customer_id, CALL_TTL)
+        record_event(redis, outbound.CALL_PLACED, channel=self.name(), call_id=call_id,
+                     customer_id=call.customer_id, context=call.context)
 
     def start_prefetch(self, inbound: Inbound, call_id: str, customer_id: str) -> None:
         """Prefetch profile, open cases and conversation (off with ``VOICE_PREFETCH=false``)."""
@@ -335,6 +446,8 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
                 self.prefetcher.cancel(f"{self.name()}:{voice.call_id}")
                 await run_sync(live.ended, redis, state.customer_id, self.name(), voice.call_id)
             return self._document(self.status_body())
+        if voice.event == EVENT_ANSWER:
+            return await self._answer(delivery)
         outcome = outcomes[0] if outcomes else None
         if outcome is not None and outcome.status in ("duplicate", "in_progress") and state.last_body:
             return self._document(state.last_body)
@@ -359,6 +472,19 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
         if state.customer_id and not prompt.hangup and not prompt.transfer_to:
             call = live.LiveCall(self.name(), state.call_id, state.origin or "created")
             await run_sync(live.on_turn, redis, state.customer_id, call)
+        body = await run_sync(self._commit, delivery.inbound, state, prompt)
+        return self._document(body)
+
+    async def _answer(self, delivery: VoiceDelivery) -> HTTPResponse:
+        """An outbound call was answered: speak the prompt and listen (or end a call nobody expects)."""
+        state, call = delivery.state, delivery.answer
+        if call is None:
+            return self._document(self.render(delivery.inbound, Prompt([escape(outbound.HANGUP_TEXT)], hangup=True), ""))
+        if delivery.replayed and state.last_body:
+            return self._document(state.last_body)
+        prompt = build_prompt([{"text": call.prompt}])
+        redis = self.redis_client()
+        await run_sync(live.on_turn, redis, call.customer_id, live.LiveCall(self.name(), state.call_id, outbound.ORIGIN))
         body = await run_sync(self._commit, delivery.inbound, state, prompt)
         return self._document(body)
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional
 
 from threadline.keys import Keys
+from threadline.message import Origin
 
 LIVE_TTL = 120
 PENDING_TTL = 6 * 3600
@@ -26,8 +27,8 @@ class LiveCall:
 
     @property
     def may_hear_personal_data(self) -> bool:
-        """A caller id matched to someone else's customer proves nothing."""
-        return self.origin != "caller_id"
+        """A caller id matched to someone else's customer proves nothing, nor does answering our call."""
+        return self.origin not in (Origin.CALLER_ID.value, Origin.OUTBOUND_CALL.value)
 
 
 def on_turn(redis: Any, customer_id: str, call: LiveCall) -> None:

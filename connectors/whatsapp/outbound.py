@@ -66,15 +66,18 @@ class WhatsAppOutput(ThreadlineOutput):
         """WhatsApp's customer-service window (consent checks it for marketing sent on the bot's own)."""
         return await self.in_window(recipient_id)
 
-    async def send_template(self, address: str, text: str) -> bool:
-        """Send the follow-up template with ``text`` as its body parameter.
+    async def send_template(self, address: str, text: str, chosen: Optional[Dict[str, str]] = None) -> bool:
+        """Send the follow-up template (or ``chosen``: a message's own ``template``) with ``text`` as its body parameter.
 
         Template parameters may not contain newlines, tabs or runs of spaces.
+        A journey step names its own approved template; everything else uses
+        ``WHATSAPP_TEMPLATE_NAME``.
         """
         parameter = markup.shorten(text, TEMPLATE_PARAM_LIMIT) or "-"
+        chosen = chosen if isinstance(chosen, dict) and chosen.get("name") else {}
         template = {
-            "name": settings.get().get("WHATSAPP_TEMPLATE_NAME"),
-            "language": {"code": settings.get().get("WHATSAPP_TEMPLATE_LANGUAGE")},
+            "name": chosen.get("name") or settings.get().get("WHATSAPP_TEMPLATE_NAME"),
+            "language": {"code": chosen.get("language") or settings.get().get("WHATSAPP_TEMPLATE_LANGUAGE")},
             "components": [{"type": "body", "parameters": [{"type": "text", "text": parameter}]}],
         }
         return await self.post(address, {"type": "template", "template": template})
@@ -88,7 +91,7 @@ class WhatsAppOutput(ThreadlineOutput):
         address = await self.address(recipient_id)
         converted = markup.to_whatsapp(text)
         if not await self.in_window(recipient_id):
-            await self.send_template(address, converted)
+            await self.send_template(address, converted, kwargs.get("template"))
             return
         await self._text(address, converted)
 
@@ -105,7 +108,7 @@ class WhatsAppOutput(ThreadlineOutput):
         if not await self.in_window(recipient_id):
             await self._remember_choices(recipient_id, buttons)
             options = " ".join(f"{i}. {b['title']}" for i, b in enumerate(buttons, 1))
-            await self.send_template(address, f"{converted} {options}".strip())
+            await self.send_template(address, f"{converted} {options}".strip(), kwargs.get("template"))
             return
         if len(buttons) > MAX_LIST_ROWS:
             await self._remember_choices(recipient_id, buttons)

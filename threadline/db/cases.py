@@ -173,8 +173,9 @@ def close_case(case_id: int, agent: str, outcome: str, resolution: Optional[str]
 
     ``outcome`` is ``handed_back`` (the bot takes over again) or ``resolved``.
     Raises ``CaseConflict`` if it is closed already or belongs to another agent.
+    Emits ``case_closed`` (journeys it triggers start, once per case).
     """
-    return _conditional_update(
+    closed = _conditional_update(
         case_id,
         [
             HandoffCase.status.in_(OPEN_STATUSES),
@@ -190,6 +191,11 @@ def close_case(case_id: int, agent: str, outcome: str, resolution: Optional[str]
         },
         "case is closed or belongs to another agent",
     )
+    from threadline.journeys import service as journeys
+
+    journeys.emit_safely("case_closed", closed.customer_ref, {"case": str(closed.id), "outcome": outcome},
+                         occurrence=str(closed.id))
+    return closed
 
 
 def add_customer_message(case_id: int, text: str, callback: bool = False) -> CaseInfo:

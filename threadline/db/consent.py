@@ -82,3 +82,14 @@ def pseudonymise(customer_refs: Iterable[str], replacement: str) -> int:
             update(SuppressedSend).where(SuppressedSend.customer_ref.in_(refs)).values(customer_ref=replacement)
         ).rowcount
         return changed
+
+
+def revoked_since(customer_ref: str, since) -> List[str]:
+    """The channels on which the customer revoked service or marketing consent since ``since``."""
+    with session_scope() as session:
+        return sorted(set(session.scalars(
+            select(ConsentEvent.channel).where(
+                ConsentEvent.customer_ref == customer_ref, ConsentEvent.state == "revoked",
+                ConsentEvent.purpose.in_(("service", "marketing")), ConsentEvent.created_at >= since,
+            )
+        )))

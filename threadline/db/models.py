@@ -180,3 +180,81 @@ class ErasedIdentifier(Base):
     digest = Column(String(64), nullable=False, unique=True)
     kind = Column(String(16), nullable=False)  # customer | phone | email | channel
     created_at = Column(DateTime, nullable=False, default=utcnow)
+
+
+class JourneyInstance(Base):
+    """One customer's run of a journey (``journeys/<name>.yml``).
+
+    ``status``: ``active`` -> ``completed`` (every step done), ``cancelled``
+    (an operator, an opt-out, a step's condition), or ``replied`` (the
+    customer wrote, and the journey ends on a reply). ``context`` is what the
+    trigger or operator gave (vehicle, recall, time zone): never a raw email
+    or phone number.
+    """
+
+    __tablename__ = "journey_instances"
+    id = Column(Integer, primary_key=True)
+    journey = Column(String(64), nullable=False, index=True)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    status = Column(String(16), nullable=False, default="active", index=True)
+    context = Column(JSON, nullable=True)
+    trigger = Column(String(64), nullable=False)  # the event, or "operator"
+    started_by = Column(String(64), nullable=True)
+    # A trigger event starts a journey once per (journey, event occurrence).
+    dedupe_key = Column(String(160), unique=True, nullable=True)
+    ends_on_reply = Column(Boolean, nullable=False, default=True)
+    last_reply_at = Column(DateTime, nullable=True)
+    started_at = Column(DateTime, nullable=False, default=utcnow)
+    updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+    ended_at = Column(DateTime, nullable=True)
+    ended_reason = Column(String(64), nullable=True)
+
+
+class JourneyStep(Base):
+    """A step of a journey instance waiting to run, running, or done: the worker's queue.
+
+    ``state``: ``pending`` (due at ``due_at``) -> ``claimed`` by a worker
+    until ``lease_until`` -> ``done`` (``outcome`` says how: sent, suppressed,
+    skipped, no_channel, failed, in_doubt) or ``cancelled``.
+    """
+
+    __tablename__ = "journey_steps"
+    __table_args__ = (UniqueConstraint("instance_id", "step_index"),)
+    id = Column(Integer, primary_key=True)
+    instance_id = Column(Integer, ForeignKey("journey_instances.id"), nullable=False, index=True)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    step_index = Column(Integer, nullable=False)
+    step_name = Column(String(64), nullable=False)
+    due_at = Column(DateTime, nullable=False, index=True)
+    state = Column(String(16), nullable=False, default="pending", index=True)
+    outcome = Column(String(32), nullable=True)
+    detail = Column(String(255), nullable=True)
+    claimed_by = Column(String(64), nullable=True)
+    lease_until = Column(DateTime, nullable=True)
+    attempts = Column(Integer, nullable=False, default=0)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class JourneySend(Base):
+    """The send log: one row per (journey instance, step), written before the provider is called.
+
+    ``state``: ``sending`` (written, provider not yet answered) -> ``sent``,
+    ``failed`` (the provider refused: nothing went out, it may be retried) or
+    ``in_doubt`` (the worker died while sending: it is never sent again).
+    """
+
+    __tablename__ = "journey_sends"
+    __table_args__ = (UniqueConstraint("instance_id", "step_index"),)
+    id = Column(Integer, primary_key=True)
+    instance_id = Column(Integer, ForeignKey("journey_instances.id"), nullable=False)
+    step_index = Column(Integer, nullable=False)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    channel = Column(String(32), nullable=False)
+    state = Column(String(16), nullable=False, default="sending")
+    provider_ref = Column(String(128), nullable=True)
+    status = Column(Integer, nullable=True)
+    error = Column(String(255), nullable=True)
+    worker = Column(String(64), nullable=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
+    finished_at = Column(DateTime, nullable=True)
