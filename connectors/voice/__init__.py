@@ -12,6 +12,8 @@ platform sends three kinds of webhook, all through the base pipeline
                                     the customer lookups are prefetched in the background
     POST /webhooks/<name>/gather    the caller spoke or keyed digits (or said nothing)
     POST /webhooks/<name>/status    the call's status changed (completed, busy, ...)
+    POST /webhooks/<name>/outbound  a call we placed (``place_call``) was answered: the prompt,
+                                    nothing sent to Rasa (see ``connectors.voice.outbound``)
 
 and gets back a document (TwiML, jambonz verbs) that speaks the bot's replies
 and listens again. The subclass only verifies, reads its platform's fields into

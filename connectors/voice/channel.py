@@ -333,6 +333,11 @@ class VoiceInput(SendsElsewhere, ThreadlineInput):
         text = self.message_text(envelope, state.customer_id) if envelope.readable else None
         return Turn(state.customer_id, who, None, text, source=source_of(delivery, envelope))
 
+    def can_place_calls(self) -> bool:
+        """Whether every setting outbound calls need is set (the journey worker asks before choosing a call)."""
+        base = (self.config.get("public_base_url") or "").strip()
+        return bool(base) and all(self.outbound_settings().values())
+
     async def place_call(
         self, customer_id: str, number: str, prompt: str, context: Optional[Dict[str, str]] = None
     ) -> PlacedCall:

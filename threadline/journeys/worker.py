@@ -101,11 +101,11 @@ def _blocking_checks(claim: store.ClaimedStep, step: definitions.Step) -> Option
     return None
 
 
-def _consent_allows(customer_ref: str, channel: str, purpose: str) -> bool:
+def _consent_allows(customer_ref: str, channel: str, purpose: str, redis: Any) -> bool:
     from threadline import consent
 
     # The window is the output channel's to check at send time (a WhatsApp template goes outside it).
-    return consent.check(customer_ref, channel, purpose, None).allowed
+    return consent.check(customer_ref, channel, purpose, None, redis).allowed
 
 
 class JourneyWorker:
@@ -241,7 +241,7 @@ class JourneyWorker:
                     continue
             elif not self.deliverer.reachable(claim.customer_ref, channel):
                 continue
-            if _consent_allows(claim.customer_ref, channel, journey.purpose):
+            if _consent_allows(claim.customer_ref, channel, journey.purpose, self.redis()):
                 return channel
             blocked = f"!{channel}"
         return blocked
