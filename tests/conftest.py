@@ -126,6 +126,8 @@ TEST_SECRETS = {
     "OUTBOUND_RETRY_BASE_DELAY": "0.05",
     "VOICE_TRANSFER_TO": "+15550100999",
     "RASA_AUTH_TOKEN": "rasa-api-token-for-tests",
+    # Test stacks share one database: only tests/e2e/test_journeys.py's stack runs a journey worker.
+    "JOURNEY_WORKER": "off",
 }
 
 
