@@ -113,6 +113,7 @@ def erase(customer_id: str, *, owner: Optional[int] = None, actor: str = "operat
     """Erase the customer (see the module docstring); returns what was removed (blocking)."""
     from threadline import linking
     from threadline.db import audit, consent as ledger, personal
+    from threadline.journeys import store as journey_store
 
     r = _redis(redis)
     keys = Keys()
@@ -135,9 +136,10 @@ def erase(customer_id: str, *, owner: Optional[int] = None, actor: str = "operat
     removed["conversation_events"] = len(events)
     state = [keys.tracker(kind, customer_id) for kind in ("ev", "ss", "dg")]
     state += [keys.consent(customer_id), keys.whatsapp("window", customer_id), keys.whatsapp("choices", customer_id),
-              keys.webchat("offered", customer_id), keys.prefetch(customer_id)]
+              keys.webchat("offered", customer_id), keys.prefetch(customer_id), keys.journeys_waiting(customer_id)]
     r.delete(*state)
     removed["failed_sends"] = _forget_failed_sends(customer_id, r)
+    removed["journeys"] = journey_store.erase_customer(customer_id)
     business = personal.erase(customer_id, owner, pseudonym(customer_id))
     removed.update(business.pop("counts"))
     identifiers.update(business["identifiers"])
@@ -172,6 +174,7 @@ def is_erased(kind: str, value: str) -> bool:
 def export(customer_id: str, *, actor: str = "operator", redis: Any = None) -> Dict[str, Any]:
     """Everything kept about the customer, as JSON-ready data (blocking); the export is audited."""
     from threadline.db import audit, consent as ledger, personal
+    from threadline.journeys import store as journey_store
 
     r = _redis(redis)
     events = _events(customer_id, r)
@@ -192,6 +195,7 @@ def export(customer_id: str, *, actor: str = "operator", redis: Any = None) -> D
         "consent": ledger.history(customer_id),
         "suppressed_sends": ledger.suppressed(customer_id),
         "business": personal.export(customer_id, owner),
+        "journeys": journey_store.list_instances(customer_ref=customer_id, limit=1000),
     }
     audit.record(actor, "export", customer_id, {"events": len(events), "tokenized_values": len(values)})
     return data

@@ -41,6 +41,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from connectors.agent import journeys as journey_routes
 from connectors.agent import views
 from connectors.agent.auth import (
     CSRF_FIELD,
@@ -286,6 +287,8 @@ class AgentDeskInput(InputChannel):
             case = await self.case_for(case_id, session.agent)
             history = await Conversation(request.app, case.customer_ref).history()
             return response.html(views.timeline_items(history))
+
+        journey_routes.register(blueprint, self)
 
         @blueprint.route("/cases/<case_id:int>/<step:accept|reply|handback|close>", methods=["POST"])
         @guarded

@@ -234,13 +234,17 @@ def timeline_items(events: Iterable[Event]) -> str:
                 nlu = f'<span class="nlu">{esc(intent.get("name"))} {float(intent.get("confidence") or 0):.2f}</span>'
             items.append(_item("customer", "Customer", channel, event.timestamp, event.text, nlu))
         elif isinstance(event, BotUttered) and (event.text or (event.data or {}).get("buttons")):
-            agent = (event.metadata or {}).get("agent")
+            meta = event.metadata or {}
+            agent = meta.get("agent")
             buttons = " ".join(
                 f'<span class="button">{esc(b.get("title"))}</span>'
                 for b in (event.data or {}).get("buttons") or [] if isinstance(b, dict)
             )
-            who, kind = (agent, "agent") if agent else ("Bot", "bot")
-            items.append(_item(kind, who, channel, event.timestamp, event.text, buttons + _delivery(event.metadata)))
+            who, kind, shown_on = (agent, "agent", channel) if agent else ("Bot", "bot", channel)
+            if meta.get("journey"):  # a proactive journey's step, on the channel it went to
+                who, kind = f"Journey {meta['journey']} ({meta.get('journey_step')})", "journey"
+                shown_on = meta.get("delivery_channel") or channel
+            items.append(_item(kind, who, shown_on, event.timestamp, event.text, buttons + _delivery(meta)))
         elif isinstance(event, ConversationPaused):
             items.append(_marker(event.timestamp, "Bot paused: an agent took over"))
         elif isinstance(event, ConversationResumed):

@@ -433,3 +433,57 @@ def test_a_case_stream_only_carries_that_case(desk):
         data, _ = stream.next("case")
         assert data["case"]["id"] == first and data["change"] == "accepted"
         assert second not in [d["case"]["id"] for k, d, _ in list(stream.events.queue) if k == "case"]
+
+
+# ---------------------------------------------------------------- journeys
+
+
+def test_journeys_from_the_desk_start_list_and_cancel_for_signed_in_agents_only(desk):
+    from tests.support.desk import DeskClient
+
+    customer, _ = whatsapp_customer(desk, wa_id="14155550188")
+    anonymous = requests.Session()
+    assert anonymous.get(f"{desk.base}/journeys", timeout=5).status_code == 401
+    assert anonymous.post(f"{desk.base}/journeys", json={"journey": "service_reminder"}, timeout=5).status_code == 401
+    alice = DeskClient(desk.base).sign_in("alice", "alice-token")
+    headers = {"X-CSRF-Token": alice.csrf, "Accept": "application/json"}
+    start = {"journey": "service_reminder", "customer": customer, "context": {"vehicle": "Golf"}}
+    assert alice.post(f"{desk.base}/journeys", json=start, timeout=5).status_code == 403  # no CSRF token
+    refused = alice.post(f"{desk.base}/journeys", json={**start, "context": {}}, headers=headers, timeout=5)
+    assert refused.status_code == 400 and "needs vehicle" in refused.json()["error"]
+    unknown = alice.post(f"{desk.base}/journeys", json={**start, "journey": "nope"}, headers=headers, timeout=5)
+    assert unknown.status_code == 400 and "there is no journey 'nope'" in unknown.json()["error"]
+    nobody = alice.post(f"{desk.base}/journeys", json={"journey": "service_reminder", "phone": "+15550009999",
+                                                       "context": {"vehicle": "Golf"}}, headers=headers, timeout=5)
+    assert nobody.status_code == 404 and "no customer has the phone number" in nobody.json()["error"]
+    assert alice.post(f"{desk.base}/journeys", data=b"{not json", headers=headers, timeout=5).status_code == 400
+    by_phone = alice.post(f"{desk.base}/journeys", json={**start, "customer": None, "phone": "+14155550188"},
+                          headers=headers, timeout=5)
+    assert by_phone.status_code == 201, by_phone.text
+    instance = by_phone.json()["instance"]
+
+    listed = alice.get(f"{desk.base}/journeys", params={"customer": customer}, timeout=5).json()
+    assert "service_reminder" in [j["name"] for j in listed["journeys"]]
+    (mine,) = listed["instances"]
+    assert mine["id"] == instance and mine["status"] == "active" and mine["started_by"] == "desk:alice"
+    assert mine["steps"][0]["name"] == "reminder" and mine["context"] == {"vehicle": "Golf"}
+    assert alice.get(f"{desk.base}/journeys", params={"status": "weird"}, timeout=5).status_code == 400
+
+    assert alice.post(f"{desk.base}/journeys/{instance}/cancel", headers=headers, timeout=5).json()["cancelled"]
+    again = alice.post(f"{desk.base}/journeys/{instance}/cancel", headers=headers, timeout=5)
+    assert again.status_code == 409 and "already ended" in again.json()["error"]
+    assert alice.post(f"{desk.base}/journeys/999999999/cancel", headers=headers, timeout=5).status_code == 404
+    (ended,) = alice.get(f"{desk.base}/journeys", params={"customer": customer}, timeout=5).json()["instances"]
+    assert ended["status"] == "cancelled" and ended["ended_reason"] == "cancelled by desk:alice"
+
+
+def test_the_timeline_shows_a_journeys_message_on_the_channel_it_went_to():
+    from rasa.shared.core.events import BotUttered
+
+    from connectors.agent import views
+
+    sent = BotUttered("Your Golf is due for its yearly service.", metadata={
+        "journey": "service_reminder", "journey_step": "reminder", "delivery": "sent", "delivery_channel": "whatsapp"})
+    html = views.timeline_items([sent])
+    assert "Journey service_reminder (reminder)" in html and 'data-channel="whatsapp"' in html
+    assert "from-journey" in html and "Sent on whatsapp." in html

@@ -38,7 +38,8 @@ def _database() -> str:
     with session_scope() as session:
         rows = []
         for table in ("customers", "orders", "appointments", "handoff_cases", "feedback", "consent_events",
-                      "suppressed_sends", "audit_log", "erased_identifiers"):
+                      "suppressed_sends", "audit_log", "erased_identifiers", "journey_instances", "journey_steps",
+                      "journey_sends"):
             rows += [str(tuple(r)) for r in session.execute(__import__("sqlalchemy").text(f"select * from {table}"))]
         return "\n".join(rows)
 
@@ -65,12 +66,16 @@ def test_erasure_leaves_no_trace_of_phone_email_and_name(redis_conn, business_db
     queries.book_appointment(customer, "repair", _free_slot(), EMAIL)
     consent.revoke_channel(customer, "whatsapp", consent.SOURCE_KEYWORD, "STOP", redis_conn)
     outbound_failures.record("whatsapp", customer, {"text": "hi Zed"}, "HTTP 500", redis=redis_conn)
+    from threadline.journeys import service as journeys
+
+    journeys.start("service_reminder", customer, {"vehicle": "Zed's Quill roadster"}, redis=redis_conn)
     before = _database() + _everything(redis_conn).decode("utf-8", "replace")
     assert NAME in before and EMAIL in before and WA_ID in _database().replace("+", "")
 
     removed = erasure.erase(customer, actor="test", redis=redis_conn)
 
     assert removed["business_customer"] == 1 and removed["vault_values"] == 2 and removed["failed_sends"] == 1
+    assert removed["journeys"] == 1
     stores = _everything(redis_conn).decode("utf-8", "replace") + _database()
     for trace in ("Zed", "Quill", EMAIL, WA_ID, "415 555 0177", customer):
         assert trace not in stores, trace

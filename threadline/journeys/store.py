@@ -361,3 +361,17 @@ def queue_depth(at: Optional[dt.datetime] = None) -> Dict[str, int]:
     return {"waiting": waiting or 0, "due": due or 0, "claimed": claimed or 0}
 
 
+
+
+def erase_customer(customer_ref: str) -> int:
+    """Delete every journey of the customer with its steps and sends (erasure); returns the instances deleted."""
+    from sqlalchemy import delete
+
+    with session_scope() as session:
+        ids = list(session.scalars(select(JourneyInstance.id).where(JourneyInstance.customer_ref == customer_ref)))
+        if not ids:
+            return 0
+        session.execute(delete(JourneySend).where(JourneySend.instance_id.in_(ids)))
+        session.execute(delete(JourneyStep).where(JourneyStep.instance_id.in_(ids)))
+        session.execute(delete(JourneyInstance).where(JourneyInstance.id.in_(ids)))
+        return len(ids)
