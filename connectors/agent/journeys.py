@@ -76,7 +76,7 @@ def register(blueprint: Blueprint, desk: Any) -> None:
             raise Refusal(400, "context must be an object of names to values")
         try:
             instance = await run_sync(service.start, str(body.get("journey") or ""), customer, context,
-                                      "operator", f"desk:{session.agent}")
+                                      "operator", f"desk/{session.agent}")
         except service.JourneyRefused as refused:
             raise Refusal(400, str(refused)) from None
         return response.json({"ok": True, "instance": instance}, status=201)
@@ -88,6 +88,6 @@ def register(blueprint: Blueprint, desk: Any) -> None:
         desk.check_csrf(request, session)
         if await run_sync(store.instance_status, instance_id) is None:
             raise Refusal(404, f"There is no journey #{instance_id}.")
-        if not await run_sync(service.cancel, instance_id, f"desk:{session.agent}"):
+        if not await run_sync(service.cancel, instance_id, f"desk/{session.agent}"):
             raise Refusal(409, f"Journey #{instance_id} has already ended.")
         return response.json({"ok": True, "cancelled": True})

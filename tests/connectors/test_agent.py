@@ -465,7 +465,7 @@ def test_journeys_from_the_desk_start_list_and_cancel_for_signed_in_agents_only(
     listed = alice.get(f"{desk.base}/journeys", params={"customer": customer}, timeout=5).json()
     assert "service_reminder" in [j["name"] for j in listed["journeys"]]
     (mine,) = listed["instances"]
-    assert mine["id"] == instance and mine["status"] == "active" and mine["started_by"] == "desk:alice"
+    assert mine["id"] == instance and mine["status"] == "active" and mine["started_by"] == "desk/alice"
     assert mine["steps"][0]["name"] == "reminder" and mine["context"] == {"vehicle": "Golf"}
     assert alice.get(f"{desk.base}/journeys", params={"status": "weird"}, timeout=5).status_code == 400
 
@@ -474,7 +474,7 @@ def test_journeys_from_the_desk_start_list_and_cancel_for_signed_in_agents_only(
     assert again.status_code == 409 and "already ended" in again.json()["error"]
     assert alice.post(f"{desk.base}/journeys/999999999/cancel", headers=headers, timeout=5).status_code == 404
     (ended,) = alice.get(f"{desk.base}/journeys", params={"customer": customer}, timeout=5).json()["instances"]
-    assert ended["status"] == "cancelled" and ended["ended_reason"] == "cancelled by desk:alice"
+    assert ended["status"] == "cancelled" and ended["ended_reason"] == "cancelled by desk/alice"
 
 
 def test_the_timeline_shows_a_journeys_message_on_the_channel_it_went_to():

@@ -383,3 +383,36 @@ def test_a_worker_killed_while_sending_never_sends_that_step_again(journeys_env,
     assert [s[2] for s in deliverer.sent] == ["two"]
     (listed,) = store.list_instances(customer_ref=who)
     assert [(s["outcome"], s["send"]["state"]) for s in listed["steps"]] == [("in_doubt", "in_doubt"), ("sent", "sent")]
+
+
+def test_a_journey_can_turn_quiet_hours_off_or_set_its_own(tmp_path):
+    base = {"journey": "j", "steps": [{"name": "a", "wait": "0s", "channels": ["whatsapp"],
+                                       "response": "utter_journey_case_follow_up"}]}
+    assert definitions.parse({**base, "quiet_hours": False}, "j.yml")[0].quiet_hours == ()
+    assert definitions.parse({**base, "quiet_hours": "off"}, "j.yml")[0].quiet_hours == ()
+    assert definitions.parse({**base, "quiet_hours": "22:00-07:00"}, "j.yml")[0].quiet_hours == (
+        dt.time(22), dt.time(7))
+    assert definitions.parse(base, "j.yml")[0].quiet_hours is None  # JOURNEY_QUIET_HOURS applies
+    assert "quiet hours" in definitions.parse({**base, "quiet_hours": "late"}, "j.yml")[1][0]
+
+
+def test_failed_sends_give_up_after_three_and_the_journey_moves_on(journeys_env, redis_conn):
+    who = customer()
+    service.start("keeps_going", who, {}, redis=redis_conn)
+    deliverer = RecordingDeliverer(who)
+    deliverer.answers = [SendOutcome("failed", "HTTP 500", 500)] * 3
+    worker = JourneyWorker(deliverer, redis=redis_conn)
+    for _ in range(3):
+        run(worker, passes=1)
+        from sqlalchemy import update
+
+        from threadline.db.models import JourneyStep
+        from threadline.db.session import session_scope
+
+        with session_scope() as session:  # the retry waits a minute: bring it forward
+            session.execute(update(JourneyStep).where(JourneyStep.customer_ref == who, JourneyStep.state == "pending")
+                            .values(due_at=dt.datetime.utcnow()))
+    run(worker)
+    (listed,) = store.list_instances(customer_ref=who)
+    assert [(s["name"], s["outcome"]) for s in listed["steps"]] == [("one", "failed"), ("two", "sent")]
+    assert [s[2] for s in deliverer.sent] == ["one", "one", "one", "two"]

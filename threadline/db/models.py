@@ -231,7 +231,7 @@ class JourneyStep(Base):
     detail = Column(String(255), nullable=True)
     claimed_by = Column(String(64), nullable=True)
     lease_until = Column(DateTime, nullable=True)
-    attempts = Column(Integer, nullable=False, default=0)
+    attempts = Column(Integer, nullable=False, default=0)  # failed sends so far
     created_at = Column(DateTime, nullable=False, default=utcnow)
     updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
 

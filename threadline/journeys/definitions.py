@@ -115,7 +115,8 @@ class Journey:
     purpose: str = "service"
     cancel_on_reply: bool = True
     required: Tuple[str, ...] = ()
-    quiet_hours: Optional[Tuple[dt.time, dt.time]] = None
+    # None: JOURNEY_QUIET_HOURS applies; (): this journey has none; else (start, end) local times.
+    quiet_hours: Optional[Tuple[dt.time, ...]] = None
     source: str = ""
 
     def step(self, index: int) -> Optional[Step]:
@@ -238,8 +239,10 @@ def parse(raw: Any, source: str, domain: Optional[Dict[str, Any]] = None) -> Tup
         required = _strings(context.get("required"), f"{where}: context.required", problems)
     quiet = None
     if "quiet_hours" in raw:
+        value = raw.get("quiet_hours")
         try:
-            quiet = parse_quiet_hours(raw.get("quiet_hours"))
+            # YAML reads an unquoted off as false; either way the journey has no quiet hours (an empty tuple).
+            quiet = () if value is False or str(value).strip().lower() in ("off", "none") else parse_quiet_hours(value)
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
     raw_steps = raw.get("steps")

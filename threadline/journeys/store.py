@@ -67,7 +67,7 @@ class ClaimedStep:
     started_at: dt.datetime
     last_reply_at: Optional[dt.datetime]
     status: str
-    attempts: int
+    attempts: int  # failed sends of this step so far
 
 
 def _is_postgres() -> bool:
@@ -115,8 +115,7 @@ def claim_due(worker: str, limit: int, lease: dt.timedelta, at: Optional[dt.date
             result = session.execute(
                 update(JourneyStep)
                 .where(JourneyStep.id == step_id, JourneyStep.state == PENDING)
-                .values(state=CLAIMED, claimed_by=worker, lease_until=at + lease,
-                        attempts=JourneyStep.attempts + 1, updated_at=utcnow())
+                .values(state=CLAIMED, claimed_by=worker, lease_until=at + lease, updated_at=utcnow())
             )
             if result.rowcount != 1:
                 continue  # another worker took it (SQLite)
@@ -177,12 +176,14 @@ def instance_journey(instance_id: int) -> Optional[str]:
         return session.scalars(select(JourneyInstance.journey).where(JourneyInstance.id == instance_id)).first()
 
 
-def reschedule(step_id: int, due_at: dt.datetime, detail: str) -> None:
-    """Put a claimed step back, due at ``due_at`` (quiet hours, the cap, a provider's Retry-After)."""
+def reschedule(step_id: int, due_at: dt.datetime, detail: str, failed: bool = False) -> None:
+    """Put a claimed step back, due at ``due_at`` (quiet hours, the cap; ``failed``: a send failed, counted)."""
+    values = dict(state=PENDING, due_at=due_at, claimed_by=None, lease_until=None, detail=detail[:255],
+                  updated_at=utcnow())
+    if failed:
+        values["attempts"] = JourneyStep.attempts + 1
     with session_scope() as session:
-        session.execute(update(JourneyStep).where(JourneyStep.id == step_id).values(
-            state=PENDING, due_at=due_at, claimed_by=None, lease_until=None, detail=detail[:255],
-            updated_at=utcnow()))
+        session.execute(update(JourneyStep).where(JourneyStep.id == step_id).values(**values))
 
 
 def finish_step(step_id: int, outcome: str, detail: Optional[str] = None,
@@ -221,7 +222,7 @@ def begin_send(instance_id: int, step_index: int, customer_ref: str, channel: st
     try:
         with session_scope() as session:
             session.add(JourneySend(instance_id=instance_id, step_index=step_index, customer_ref=customer_ref,
-                                    channel=channel, state=SENDING, worker=worker))
+                                    channel=channel, state=SENDING, worker=worker, created_at=now()))
         return True
     except IntegrityError:
         pass
@@ -230,7 +231,8 @@ def begin_send(instance_id: int, step_index: int, customer_ref: str, channel: st
             update(JourneySend)
             .where(JourneySend.instance_id == instance_id, JourneySend.step_index == step_index,
                    JourneySend.state == FAILED)
-            .values(state=SENDING, channel=channel, worker=worker, error=None, status=None, finished_at=None)
+            .values(state=SENDING, channel=channel, worker=worker, error=None, status=None, finished_at=None,
+                    created_at=now())
         )
         return result.rowcount == 1
 

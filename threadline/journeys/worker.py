@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 RECOVER_EVERY_SECONDS = 5.0
 MAX_SEND_ATTEMPTS = 3
+MAX_THROTTLED_ATTEMPTS = 10  # a platform that keeps asking us to wait gets more patience, not forever
 RETRY_SECONDS = 60.0
 
 
@@ -251,6 +252,7 @@ class JourneyWorker:
         """Move the step out of quiet hours or under the frequency cap (blocking); None if it may go now."""
         at = store.now()
         quiet = journey.quiet_hours if journey.quiet_hours is not None else rules.default_quiet_hours()
+        quiet = quiet or None  # () is a journey without quiet hours
         tz = rules.customer_zone(claim.context.get("timezone"), self.deliverer.phone_of(claim.customer_ref))
         allowed = rules.next_allowed(at, tz, quiet)
         if allowed > at:
@@ -285,11 +287,13 @@ class JourneyWorker:
         # Failed: nothing went out, so the row may be taken again.
         await asyncio.to_thread(store.finish_send, claim.instance_id, claim.step_index, store.FAILED,
                                 None, result.status, result.detail)
-        if result.retry_after is not None or claim.attempts < MAX_SEND_ATTEMPTS:
-            wait = result.retry_after if result.retry_after is not None else RETRY_SECONDS * claim.attempts
+        failures = claim.attempts + 1  # failed sends of this step, this one included
+        limit = MAX_THROTTLED_ATTEMPTS if result.retry_after is not None else MAX_SEND_ATTEMPTS
+        if failures < limit:
+            wait = result.retry_after if result.retry_after is not None else RETRY_SECONDS * failures
             due = store.now() + dt.timedelta(seconds=wait)
             await asyncio.to_thread(store.reschedule, claim.step_id, due,
-                                    f"{channel} failed ({result.detail}); retry at {due.isoformat()}Z")
+                                    f"{channel} failed ({result.detail}); retry at {due.isoformat()}Z", True)
             return "retry"
         await self._finish(claim, "failed", result.detail)
         return "failed"
