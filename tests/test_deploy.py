@@ -27,8 +27,8 @@ COMPOSE_ONLY = {"POSTGRES_PASSWORD", "RABBITMQ_PASSWORD"}
 
 
 def test_the_same_processes_as_make_cluster():
-    assert {"redis", "postgres", "rabbitmq", "schema", "actions", "rasa", "relay", "haproxy"} <= set(SERVICES)
-    assert set(THREADLINE_SERVICES) == {"schema", "actions", "rasa", "relay"}
+    assert {"redis", "postgres", "rabbitmq", "schema", "actions", "rasa", "relay", "analytics", "haproxy"} <= set(SERVICES)
+    assert set(THREADLINE_SERVICES) == {"schema", "actions", "rasa", "relay", "analytics"}
 
 
 @pytest.mark.parametrize("name", THREADLINE_SERVICES)

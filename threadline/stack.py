@@ -179,9 +179,16 @@ class Stack:
                            f"actions-{port}.log")
 
     def start_relay(self, number: int = 1) -> None:
-        """The event relay (``threadline.event_relay``), unless ``EVENT_STREAM`` is off."""
+        """The event relay (``threadline.event_relay``), unless ``EVENT_STREAM`` is off.
+
+        The first also brings the analytics consumer (``threadline.analytics.consumer``), which reads
+        what the relays publish.
+        """
         if self.settings.flag("EVENT_STREAM"):
             self._spawn([sys.executable, "-m", "threadline.event_relay"], f"relay-{self.rasa_port}-{number}.log")
+            if number == 1:
+                self._spawn([sys.executable, "-m", "threadline.analytics.consumer"],
+                            f"analytics-{self.rasa_port}.log")
 
     def rasa_args(self, endpoints: Path) -> List[str]:
         """The ``rasa run`` command line: the HTTP API only with a token, CORS only from the allowlist."""

@@ -258,3 +258,78 @@ class JourneySend(Base):
     worker = Column(String(64), nullable=True)
     created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
     finished_at = Column(DateTime, nullable=True)
+
+
+# ------------------------------------------------------------------ analytics
+# Written only by the analytics consumer (threadline/analytics), keyed by the
+# customer id, never holding a message's text, a phone number, an email or a name.
+
+
+class AnalyticsSession(Base):
+    """One Rasa session of a customer: its turns, whether a person was asked for, how it ended."""
+
+    __tablename__ = "analytics_sessions"
+    id = Column(Integer, primary_key=True)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    channel = Column(String(32), nullable=True, index=True)  # of its first customer turn
+    started_at = Column(DateTime, nullable=False, index=True)
+    first_turn_at = Column(DateTime, nullable=True)
+    last_at = Column(DateTime, nullable=False)
+    turns = Column(Integer, nullable=False, default=0)
+    fallbacks = Column(Integer, nullable=False, default=0)
+    handoff = Column(Boolean, nullable=False, default=False)
+    first_response_ms = Column(Integer, nullable=True)
+    contact_back_24h = Column(Boolean, nullable=False, default=False)  # the customer's next session began within 24 h
+
+
+class AnalyticsTurn(Base):
+    """One customer message: channel, intent, confidence, whether the bot fell back, how fast it answered."""
+
+    __tablename__ = "analytics_turns"
+    id = Column(Integer, primary_key=True)
+    session_id = Column(Integer, ForeignKey("analytics_sessions.id"), nullable=True, index=True)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    channel = Column(String(32), nullable=True, index=True)
+    at = Column(DateTime, nullable=False, index=True)
+    intent = Column(String(64), nullable=True)
+    confidence = Column(Integer, nullable=True)  # per mille
+    fallback = Column(Boolean, nullable=False, default=False)
+    response_ms = Column(Integer, nullable=True)
+
+
+class AnalyticsSwitch(Base):
+    """A customer turn on another channel than their previous one."""
+
+    __tablename__ = "analytics_switches"
+    id = Column(Integer, primary_key=True)
+    customer_ref = Column(String(64), nullable=False, index=True)
+    from_channel = Column(String(32), nullable=False)
+    to_channel = Column(String(32), nullable=False, index=True)
+    at = Column(DateTime, nullable=False, index=True)
+    task_open = Column(Boolean, nullable=False, default=False)  # a form was active at the switch
+    resumed = Column(Boolean, nullable=False, default=False)  # the bot picked the task up (said so)
+    slots_carried = Column(Integer, nullable=False, default=0)  # slots the customer had already given
+    reasked = Column(Boolean, nullable=False, default=False)  # one of those was asked for again
+
+
+class AnalyticsSeen(Base):
+    """Events already counted (their ``event_id``): an event delivered twice counts once."""
+
+    __tablename__ = "analytics_seen"
+    event_id = Column(String(160), primary_key=True)
+
+
+class AnalyticsState(Base):
+    """What the consumer remembers of a customer between events (open session, last channel, slots)."""
+
+    __tablename__ = "analytics_state"
+    customer_ref = Column(String(64), primary_key=True)
+    state = Column(JSON, nullable=False)
+
+
+class AnalyticsCheckpoint(Base):
+    """How far the consumer has read a source (the SQL broker's last ``events.id``)."""
+
+    __tablename__ = "analytics_checkpoints"
+    source = Column(String(64), primary_key=True)
+    position = Column(Integer, nullable=False, default=0)
