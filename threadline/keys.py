@@ -77,6 +77,7 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:voice:pending:{channel}:{call id}", "list", "the call", "agent messages waiting to be spoken at the caller's next turn", "voice"),
     KeySpec("{p}:voice:outbound:{h(token)}", "hash", "1 h", "an outbound call's single-use answer token: customer, prompt, context, then the call that used it", "voice"),
     KeySpec("{p}:prefetch:{customer}", "string", "`PREFETCH_TTL_SECONDS`", "lookups made while a call starts", "voice"),
+    KeySpec("{p}:analytics:consumer", "string", "30 s, renewed", "the analytics consumer holding the lease (one folds events at a time, in order)", "conversation"),
     # journeys
     KeySpec("{p}:journeys:waiting:{customer}", "string", "30 days", "the customer has an active journey: their next message ends its wait", "journeys"),
     KeySpec("{p}:journeys:worker", "string", "lease, renewed", "the one journey worker allowed on SQLite (PostgreSQL runs several)", "journeys"),
@@ -188,6 +189,10 @@ class Keys:
         return self._k("webchat", "socketio")
 
     # consent and personal data
+    def analytics_lease(self) -> str:
+        """``{p}:analytics:consumer``."""
+        return self._k("analytics", "consumer")
+
     def journeys_waiting(self, customer_id: str) -> str:
         """``{p}:journeys:waiting:{customer}``."""
         return self._k("journeys", "waiting", customer_id)

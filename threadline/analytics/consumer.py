@@ -135,11 +135,33 @@ def catch_up() -> int:
             return total
 
 
-async def run_sql(stop: asyncio.Event) -> None:
-    """Follow the SQL source until ``stop``."""
+class Lease:
+    """One consumer folds at a time (several stacks or replicas may start one): a Redis lease, renewed."""
+
+    def __init__(self, redis: Any = None, ms: int = 30000) -> None:
+        import os
+        import uuid
+
+        self.owner = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.ms = ms
+        self._redis = redis
+
+    def hold(self) -> bool:
+        """Take or renew the lease (blocking)."""
+        from threadline import redis_client
+        from threadline.event_relay import LEASE_LUA
+        from threadline.keys import Keys
+
+        r = self._redis if self._redis is not None else redis_client.get_client()
+        return bool(r.eval(LEASE_LUA, 1, Keys().analytics_lease(), self.owner, self.ms))
+
+
+async def run_sql(stop: asyncio.Event, lease: Optional[Lease] = None) -> None:
+    """Follow the SQL source until ``stop`` (while holding ``lease``)."""
+    lease = lease or Lease()
     while not stop.is_set():
         try:
-            done = await asyncio.to_thread(sql_once)
+            done = await asyncio.to_thread(sql_once) if await asyncio.to_thread(lease.hold) else 0
         except Exception:
             logger.exception("analytics: a batch failed; retrying")
             done = 0
@@ -164,7 +186,14 @@ async def run_rabbitmq(stop: asyncio.Event, url: str, queue_name: str, once: boo
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=BATCH)
         queue = await channel.declare_queue(queue_name, durable=True)
+        lease = Lease()
         while not stop.is_set():
+            if not once and not await asyncio.to_thread(lease.hold):  # another consumer folds: order matters
+                try:
+                    await asyncio.wait_for(stop.wait(), IDLE_SECONDS)
+                except asyncio.TimeoutError:
+                    pass
+                continue
             messages = []
             while len(messages) < BATCH:
                 message = await queue.get(no_ack=False, fail=False)
