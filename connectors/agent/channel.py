@@ -41,6 +41,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from connectors.agent import dashboard
 from connectors.agent import journeys as journey_routes
 from connectors.agent import views
 from connectors.agent.auth import (
@@ -289,6 +290,7 @@ class AgentDeskInput(InputChannel):
             return response.html(views.timeline_items(history))
 
         journey_routes.register(blueprint, self)
+        dashboard.register(blueprint, self)
 
         @blueprint.route("/cases/<case_id:int>/<step:accept|reply|handback|close>", methods=["POST"])
         @guarded

@@ -47,11 +47,12 @@ def badge(channel: Optional[str]) -> str:
 
 
 def page(title: str, body: str, *, base: str, kind: str, agent: Optional[str] = None,
-         csrf: Optional[str] = None, case_id: Optional[int] = None) -> str:
-    """A whole desk page."""
+         csrf: Optional[str] = None, case_id: Optional[int] = None, scripts: Iterable[str] = ()) -> str:
+    """A whole desk page (``scripts``: more of the desk's static scripts, by path under ``/static``)."""
     signed_in = ""
     if agent:
         signed_in = (
+            f'<a class="nav" href="{esc(base)}/dashboard">Dashboard</a>'
             f'<span class="live" id="live" title="live updates">offline</span>'
             f'<span class="me">Signed in as <b>{esc(agent)}</b></span>'
             f'<form method="post" action="{esc(base)}/logout" class="inline">'
@@ -68,7 +69,9 @@ def page(title: str, body: str, *, base: str, kind: str, agent: Optional[str] = 
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)} · Threadline desk</title>"
         f'<link rel="stylesheet" href="{esc(base)}/static/desk.css">'
-        f'<script src="{esc(base)}/static/desk.js" defer></script></head>'
+        f'<script src="{esc(base)}/static/desk.js" defer></script>'
+        + "".join(f'<script src="{esc(base)}/static/{esc(src)}" defer></script>' for src in scripts)
+        + "</head>"
         f"<body {data}>"
         f'<header class="top"><a class="brand" href="{esc(base)}/">Threadline desk</a>{signed_in}</header>'
         f"<main>{body}</main></body></html>"

@@ -487,3 +487,24 @@ def test_the_timeline_shows_a_journeys_message_on_the_channel_it_went_to():
     html = views.timeline_items([sent])
     assert "Journey service_reminder (reminder)" in html and 'data-channel="whatsapp"' in html
     assert "from-journey" in html and "Sent on whatsapp." in html
+
+
+def test_the_dashboard_is_for_signed_in_agents_and_says_what_is_wrong_with_a_filter(desk):
+    from tests.support.desk import DeskClient
+
+    anonymous = requests.Session()
+    for path in ("/dashboard", "/dashboard/data", "/dashboard.csv"):
+        assert anonymous.get(desk.base + path, timeout=5).status_code == 401, path
+    alice = DeskClient(desk.base).sign_in("alice", "alice-token")
+    json_reply = {"Accept": "application/json"}
+    bad = alice.get(f"{desk.base}/dashboard/data", params={"start": "2026-02-30"}, headers=json_reply, timeout=5)
+    assert bad.status_code == 400 and "dates must look like" in bad.json()["error"]
+    wrong_way = alice.get(f"{desk.base}/dashboard.csv", params={"start": "2026-12-04", "end": "2026-12-01"},
+                          headers=json_reply, timeout=5)
+    assert wrong_way.status_code == 400 and "after the end date" in wrong_way.json()["error"]
+    channel = alice.get(f"{desk.base}/dashboard/data", params={"channel": "fax"}, headers=json_reply, timeout=5)
+    assert channel.status_code == 400 and "unknown channel 'fax'" in channel.json()["error"]
+    page = alice.get(f"{desk.base}/dashboard", timeout=5)
+    assert page.status_code == 200 and 'id="totals"' in page.text and "vendor/chart.umd.js" in page.text
+    assert "Containment" in page.text and "Definitions" in page.text
+    assert alice.get(f"{desk.base}/static/vendor/chart.umd.js", timeout=5).status_code == 200

@@ -91,3 +91,46 @@ def test_sixty_conversations_give_the_kpis_counted_by_hand(stack):
     assert by_channel["whatsapp"]["sessions"] == 30 and by_channel["whatsapp"]["handoff_rate"] == round(10 / 30, 4)
     assert by_channel["telegram"]["sessions"] == 10 and by_channel["telegram"]["fallback_rate"] == 0.5
     assert by_channel["telegram"]["switches"] == 10
+
+
+from tests.e2e.test_handoff_browser import browser  # noqa: E402,F401 (the Chromium fixture)
+
+
+def test_the_dashboard_shows_the_kpis_draws_the_charts_and_exports_csv(stack, browser):  # noqa: F811
+    from tests.support.desk import DeskClient
+
+    base = f"{stack.rasa_url}/webhooks/agent"
+    WebChat(stack).say("what are your opening hours?")
+    alice = DeskClient(base).sign_in("alice", "alice-token")
+    today = now().date().isoformat()
+    deadline = time.monotonic() + 60
+    while True:  # the consumer folds the message a moment later
+        data = alice.get(f"{base}/dashboard/data", params={"start": today, "end": today}, timeout=30).json()
+        found = [t for t in data["totals"] if t["channel"] == "all" and t["sessions"]]
+        if found:
+            break
+        assert time.monotonic() < deadline, data
+        time.sleep(0.5)
+    (total,) = found
+    assert total["sessions"] >= 1 and set(kpis.DEFINITIONS) <= set(data["definitions"])
+    csv = alice.get(f"{base}/dashboard.csv", params={"start": today, "end": today, "channel": "webchat"}, timeout=30)
+    assert csv.headers["content-type"].startswith("text/csv") and "attachment" in csv.headers["content-disposition"]
+    lines = csv.text.splitlines()
+    assert lines[0].startswith("day,channel,sessions,containment") and all(",webchat," in l for l in lines[1:])
+
+    context = browser.new_context()
+    context.add_cookies([{"name": c.name, "value": c.value, "url": stack.rasa_url + "/webhooks/agent/"}
+                         for c in alice.cookies])
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{base}/dashboard?start={today}&end={today}")
+    page.wait_for_selector(".charts[data-drawn='true']", timeout=30000)
+    shown = page.locator("#totals tr[data-channel='all'] td[data-kpi='sessions']").inner_text()
+    assert int(shown) >= total["sessions"]  # the consumer may have folded more since
+    assert page.locator("canvas#chart-rates").is_visible() and not errors
+    page.select_option("select[name=channel]", "webchat")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_selector(".charts[data-drawn='true']", timeout=30000)
+    assert "channel=webchat" in page.url
+    context.close()
