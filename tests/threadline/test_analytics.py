@@ -123,6 +123,20 @@ def test_kpis_from_scripted_conversations_equal_the_hand_counted_values(fresh):
     assert switches["telegram"].task_open and switches["telegram"].resumed and not switches["telegram"].reasked
     assert switches["webchat"].reasked and switches["webchat"].slots_carried == 1
     assert "day,channel,sessions" in kpis.to_csv(report["rows"]).splitlines()[0]
+    # The SQL views BI tools read give the same counts.
+    ids = ",".join(f"'{c}'" for c in who)
+    with session_scope() as session:
+        sessions = session.execute(text(
+            "select count(*), sum(case when not handoff and not contact_back_24h then 1 else 0 end) "
+            f"from analytics_sessions where turns > 0 and customer_ref in ({ids})")).one()
+        assert tuple(sessions) == (7, 5)
+        day = session.execute(text("select sum(sessions), sum(contained), sum(handed_off) from analytics_daily_sessions "
+                                   "where day = :d"), {"d": DAY.date().isoformat()}).one()
+        assert day[0] >= 7 and day[1] >= 5 and day[2] >= 1
+        switches = session.execute(text("select sum(switches), sum(successful), sum(zero_repeat) "
+                                        "from analytics_daily_switches where day = :d"),
+                                   {"d": DAY.date().isoformat()}).one()
+        assert switches[0] >= 2 and switches[0] - switches[1] >= 1
 
 
 def test_an_event_delivered_twice_or_a_consumer_restarted_mid_stream_counts_once(fresh):

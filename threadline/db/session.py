@@ -82,9 +82,12 @@ def init_schema(demo: bool = False) -> None:
     from threadline.db import models, seed
 
     engine = get_engine()
+    from threadline.analytics import views
+
     with _lock:
         models.Base.metadata.create_all(engine)
         _add_missing_columns(engine)
+        views.create(engine)
     if demo:
         seed.seed(engine)
 
