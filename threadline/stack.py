@@ -126,7 +126,9 @@ class Stack:
     def _prepare(self, init_db: bool = True) -> Path:
         """Redis, the business database, the generated endpoints file; returns its path."""
         if not self.settings.redis_url:
-            self.started_redis = True
+            # Stop it on the way out only if this stack started it: another stack (or a test session)
+            # on the same var/ directory may be using it.
+            self.started_redis = not redis_client.embedded_running(self.settings.var_dir)
             self.env["REDIS_URL"] = redis_client.embedded_url(self.settings.var_dir)
             self.settings = settings_module.Settings(self.env)
         self.settings.secret("id_pepper")  # generate var/secret.key once, before the children race for it
