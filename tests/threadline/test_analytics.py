@@ -139,6 +139,24 @@ def test_kpis_from_scripted_conversations_equal_the_hand_counted_values(fresh):
         assert switches[0] >= 2 and switches[0] - switches[1] >= 1
 
 
+def test_handoff_and_feedback_kpis_come_from_the_cases_and_answers(fresh):
+    from threadline.db import cases
+    from threadline.db.models import Feedback
+
+    who = "c_" + uuid.uuid4().hex[:16]
+    first = cases.record_handoff(who, "customer_request", {"channel": "whatsapp"})
+    cases.record_handoff("c_" + uuid.uuid4().hex[:16], "frustration", {"channel": "whatsapp"})
+    cases.accept_case(first, "alice")
+    cases.close_case(first, "alice", "resolved", "fixed")
+    with session_scope() as session:
+        session.add_all([Feedback(customer_ref=who, helpful=True), Feedback(customer_ref=who, helpful=True),
+                         Feedback(customer_ref=who, helpful=False)])
+    today = dt.datetime.utcnow().date()
+    total = totals_for(kpis.report(today, today, customers=[who]))
+    assert total["handoff_cases"] == 1 and total["handoffs_accepted"] == 1.0 and total["handoffs_resolved"] == 1.0
+    assert total["time_to_accept_seconds"] is not None and total["csat"] == round(2 / 3, 4)
+
+
 def test_an_event_delivered_twice_or_a_consumer_restarted_mid_stream_counts_once(fresh):
     scripts = [Script().session().user("greet", "telegram").bot() for _ in range(30)]
     events = publish(scripts)

@@ -44,11 +44,12 @@ DEFINITIONS: Dict[str, str] = {
     "csat": "'Was this helpful?' answers that said yes, divided by all answers (every channel).",
     "handoffs_accepted": "Handoff cases an agent accepted, divided by cases opened.",
     "time_to_accept_seconds": "Median time from a handoff case opening to an agent accepting it.",
+    "handoffs_resolved": "Handoff cases an agent closed as resolved, divided by cases opened.",
     "journey_sends": "Journey messages and calls sent.",
 }
 FIELDS = ["day", "channel", "sessions", "containment", "handoff_rate", "messages", "fallback_rate", "switches",
           "channel_switch_success", "zero_repeat_rate", "first_response_ms", "resolution_seconds", "feedback",
-          "csat", "handoff_cases", "handoffs_accepted", "time_to_accept_seconds", "journey_sends"]
+          "csat", "handoff_cases", "handoffs_accepted", "time_to_accept_seconds", "handoffs_resolved", "journey_sends"]
 
 
 def _rate(part: int, whole: int) -> Optional[float]:
@@ -81,7 +82,7 @@ def report(start: dt.date, end: dt.date, channel: Optional[str] = None,
             _between(AnalyticsSwitch.at, start, end)), AnalyticsSwitch)).all()
         feedback = session.execute(only(select(Feedback.created_at, Feedback.helpful).where(
             _between(Feedback.created_at, start, end)), Feedback)).all()
-        cases = session.execute(only(select(HandoffCase.created_at, HandoffCase.accepted_at, HandoffCase.context).where(
+        cases = session.execute(only(select(HandoffCase.created_at, HandoffCase.accepted_at, HandoffCase.context, HandoffCase.outcome).where(
             _between(HandoffCase.created_at, start, end)), HandoffCase)).all()
         sends = session.execute(only(select(JourneySend.created_at, JourneySend.channel).where(
             JourneySend.state == "sent", _between(JourneySend.created_at, start, end)), JourneySend)).all()
@@ -111,16 +112,16 @@ def _rows(sessions, turns, switches, feedback, cases, sends, by_day: bool = True
         add(w.at, w.to_channel, "switches", w)
     for at, helpful in feedback:
         groups[(at.date().isoformat() if by_day else "all days", ALL)]["feedback"].append(helpful)
-    for created, accepted, context in cases:
+    for created, accepted, context, outcome in cases:
         channel = (context or {}).get("channel") if isinstance(context, dict) else None
-        add(created, channel, "cases", (created, accepted))
+        add(created, channel, "cases", (created, accepted, outcome))
     for at, channel in sends:
         add(at, channel, "sends", 1)
     rows = []
     for (day, channel), got in sorted(groups.items()):
         s, w, f, c = got["sessions"], got["switches"], got["feedback"], got["cases"]
         contained = [x for x in s if not x.handoff and not x.contact_back_24h]
-        accepted = [(b - a).total_seconds() for a, b in c if b is not None]
+        accepted = [(b - a).total_seconds() for a, b, _ in c if b is not None]
         rows.append({
             "day": day, "channel": channel, "sessions": len(s),
             "containment": _rate(len(contained), len(s)),
@@ -133,7 +134,9 @@ def _rows(sessions, turns, switches, feedback, cases, sends, by_day: bool = True
             "resolution_seconds": _median([(x.last_at - x.first_turn_at).total_seconds() for x in s]),
             "feedback": len(f), "csat": _rate(sum(1 for x in f if x), len(f)),
             "handoff_cases": len(c), "handoffs_accepted": _rate(len(accepted), len(c)),
-            "time_to_accept_seconds": _median(accepted), "journey_sends": len(got["sends"]),
+            "time_to_accept_seconds": _median(accepted),
+            "handoffs_resolved": _rate(sum(1 for *_, outcome in c if outcome == "resolved"), len(c)),
+            "journey_sends": len(got["sends"]),
         })
     return rows
 
