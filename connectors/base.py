@@ -66,7 +66,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors import consent, dedupe, linking, personal_data, server
+from connectors import consent, dedupe, linking, personal_data, server, turn_trace
 from connectors.delivery import (  # noqa: F401 (re-exported: the connector interface)
     KIND_BUTTON,
     KIND_CONTACT,
@@ -86,7 +86,7 @@ from connectors.outbound import OutboundSender
 from connectors.output import NoAddress, ThreadlineOutput  # noqa: F401 (re-exported: the connector interface)
 from connectors.identify import Turn, turn_metadata, who_wrote
 from connectors.payloads import alias_payload, resolve_payload  # noqa: F401
-from threadline import identity
+from threadline import identity, tracing
 from threadline import settings as settings_module
 from threadline.keys import Keys
 from threadline.limits import Budget
@@ -342,10 +342,12 @@ class ThreadlineInput(InputChannel):
             return error_response(413, f"the body is larger than {self.max_body_bytes} bytes")
         return await self.receive(self.inbound_from(request, body, route), on_new_message)
 
+    @turn_trace.traced_request
     async def receive(self, inbound: Inbound, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> HTTPResponse:
         """Verify, decode, parse and process one inbound; answer the platform."""
         try:
-            verified = self.verify(inbound, inbound.body)
+            with turn_trace.step("verify"):
+                verified = self.verify(inbound, inbound.body)
         except Exception:  # a malformed header must never become a 500
             logger.exception("%s webhook: verification raised; refused", self.name())
             verified = False
@@ -353,8 +355,9 @@ class ThreadlineInput(InputChannel):
             logger.warning("%s webhook: verification failed; request ignored", self.name())
             return error_response(403, "the request's signature or token is missing or wrong")
         try:
-            payload = self.decode(inbound, inbound.body)
-            delivery = self.as_delivery(inbound, self.parse(inbound, payload), payload)
+            with turn_trace.step("parse"):
+                payload = self.decode(inbound, inbound.body)
+                delivery = self.as_delivery(inbound, self.parse(inbound, payload), payload)
         except BadPayload as exc:
             logger.warning("%s webhook: bad payload: %s", self.name(), exc)
             return error_response(400, str(exc))
@@ -397,6 +400,7 @@ class ThreadlineInput(InputChannel):
 
     # ------------------------------------------------------------- one envelope
 
+    @turn_trace.traced_turn
     async def handle_envelope(
         self,
         delivery: Delivery,
@@ -404,7 +408,7 @@ class ThreadlineInput(InputChannel):
         on_new_message: Callable[[UserMessage], Awaitable[Any]],
     ) -> Outcome:
         """Claim, identify and forward one envelope (or answer it politely)."""
-        trace_id = uuid.uuid4().hex
+        trace_id = tracing.current_trace_id() or uuid.uuid4().hex  # with traces on, the turn's trace
         if envelope.kind == KIND_IGNORED:
             logger.info("%s: ignored %s (trace %s)", self.name(), envelope.extra.get("type"), trace_id)
             return Outcome(envelope, "ignored", trace_id=trace_id)
@@ -420,7 +424,8 @@ class ThreadlineInput(InputChannel):
                 await run_sync(self.release_delivery, envelope, lease)
                 return Outcome(envelope, "limited", trace_id=trace_id, retry_after=verdict.retry_after)
             await self.before_processing(delivery, envelope)
-            turn = await run_sync(self.identify, delivery, envelope)
+            with tracing.span("threadline.identify", {tracing.CHANNEL: self.name()}):
+                turn = await run_sync(self.identify, delivery, envelope)
             with consent.replying(turn.customer_id, self.name()):
                 handled = await linking.intercept(self, delivery, envelope, turn)
             if handled is None:
@@ -448,7 +453,7 @@ class ThreadlineInput(InputChannel):
             message_id=envelope.message_id, metadata=metadata,
         )
         try:
-            with consent.replying(turn.customer_id, self.name()):
+            with consent.replying(turn.customer_id, self.name()), tracing.span("threadline.rasa"):
                 await on_new_message(message)
         except Exception:
             # Not stored: release the claim so the platform's retry processes it.

@@ -14,6 +14,7 @@ platform body), from where ``make replay-failed`` sends it again once.
 import asyncio
 import contextvars
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -24,6 +25,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional
 import aiohttp
 
 from threadline import settings as settings_module
+from threadline import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +109,24 @@ def _setting(name: str, kind: Callable[[str], Any]) -> Callable[[], Any]:
     return lambda: kind(settings_module.get().get(name))
 
 
+def _traced(post: Callable[..., Any]) -> Callable[..., Any]:
+    """``post`` in a ``threadline.outbound`` client span: channel, status, attempts (never the URL or body)."""
+
+    @functools.wraps(post)
+    async def wrapper(self: "OutboundSender", *args: Any, **kwargs: Any) -> "OutboundResult":
+        if not tracing.enabled():
+            return await post(self, *args, **kwargs)
+        with tracing.span("threadline.outbound", {tracing.CHANNEL: self.channel}, kind="client") as span:
+            result = await post(self, *args, **kwargs)
+            span.set_attribute("threadline.attempts", result.attempts)
+            span.set_attribute("threadline.delivered", result.ok)
+            if result.status is not None:
+                span.set_attribute("http.response.status_code", result.status)
+            return result
+
+    return wrapper
+
+
 @dataclass
 class OutboundSender:
     """Posts JSON (or a form) to a platform API with retries.
@@ -136,6 +156,7 @@ class OutboundSender:
         self._session: Optional[aiohttp.ClientSession] = None
         self._session_loop: Optional[asyncio.AbstractEventLoop] = None
 
+    @_traced
     async def post(
         self,
         url: str,

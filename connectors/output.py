@@ -16,7 +16,7 @@ from rasa.core.channels.channel import OutputChannel
 
 from connectors import consent
 from connectors.outbound import OutboundSender, SendReport, end_report, start_report
-from threadline import identity, outbound_failures
+from threadline import identity, outbound_failures, tracing
 from threadline.message import is_internal_note, only_for_channel
 
 logger = logging.getLogger(__name__)
@@ -106,12 +106,14 @@ class ThreadlineOutput(OutputChannel):
             return
         original = copy.deepcopy(message)  # Rasa's dispatch pops keys off the message
         report, token = start_report()
-        try:
-            await super().send_response(recipient_id, message)
-        except NoAddress as missing:
-            report.fail(str(missing))
-        finally:
-            end_report(token)
+        with tracing.span("threadline.send", {tracing.CHANNEL: self.name()}) as span:
+            try:
+                await super().send_response(recipient_id, message)
+            except NoAddress as missing:
+                report.fail(str(missing))
+            finally:
+                end_report(token)
+            span.set_attribute("threadline.delivered", report.ok)
         self.last_report = report
         if not report.ok and self.keep_undelivered:
             await self.record_undelivered(recipient_id, original, "; ".join(report.errors))

@@ -12,10 +12,17 @@ It is rasa-sdk's own app (``rasa_sdk.endpoint.create_app`` with the
 ``GET /threadline`` answers the fingerprint of the code and configuration the
 server runs, so the stack launcher never reuses a server started from other
 code.
+
+With ``TRACING`` on, each action call is an ``actions.run`` span in the trace
+of the rasa server's turn: the request's W3C ``traceparent`` header (sent by
+``rasa.action_server``, see ``threadline.rasa_patches``) is read by a request
+middleware, and rasa-sdk's ``ActionExecutor.run`` runs inside a span under it.
 """
 from __future__ import annotations
 
 import argparse
+import contextvars
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -25,6 +32,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from threadline import settings as settings_module
+from threadline import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +40,8 @@ ACTION_TOKEN_HEADER = "X-Threadline-Action-Token"
 OPEN_PATHS = frozenset({"/health", "/threadline"})
 _FINGERPRINTED = ("actions", "threadline")
 _SETTINGS_FINGERPRINTED = ("DATABASE_URL", "REDIS_URL", "THREADLINE_VAR_DIR", "THREADLINE_KEY_PREFIX")
+# The trace context of the call being served (set for every request, so a kept-alive connection never reuses one).
+_caller: contextvars.ContextVar = contextvars.ContextVar("threadline_action_caller", default=None)
 
 
 def fingerprint(config: Optional[settings_module.Settings] = None, root: Optional[Path] = None) -> str:
@@ -82,7 +92,37 @@ def create_app(action_package: str = "actions", config: Optional[settings_module
     async def threadline_fingerprint(_: Any) -> Any:
         return response.json({"fingerprint": print_digest})
 
+    @app.middleware("request")
+    async def trace_context(request: Any) -> None:
+        _caller.set(tracing.extract(request.headers) if tracing.enabled() else None)
+
+    _trace_executor()
     return app
+
+
+def _trace_executor() -> None:
+    """Run every action inside an ``actions.run`` span, child of the caller's (idempotent)."""
+    from rasa_sdk.executor import ActionExecutor
+
+    run = ActionExecutor.run
+    if getattr(run, "_threadline_traced", False):
+        return
+
+    @functools.wraps(run)
+    async def traced_run(self: Any, action_call: Any) -> Any:
+        if not tracing.enabled():
+            return await run(self, action_call)
+        attributes = {tracing.ACTION: str(action_call.get("next_action") or "")}
+        channel = (action_call.get("tracker") or {}).get("latest_input_channel")
+        if channel:
+            attributes[tracing.CHANNEL] = str(channel)
+        if action_call.get("sender_id"):
+            attributes[tracing.CUSTOMER] = tracing.pseudonym(str(action_call["sender_id"]))
+        with tracing.span("actions.run", attributes, kind="server", context=_caller.get()):
+            return await run(self, action_call)
+
+    traced_run._threadline_traced = True  # type: ignore[attr-defined]
+    ActionExecutor.run = traced_run
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -98,6 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     log_privacy.install()
     pii.warm_up()
+    tracing.setup("actions", config)
     if not is_loopback(args.host) and not config.is_set("ACTION_SERVER_TOKEN") and not config.is_set(
         "THREADLINE_SECRET_KEY"
     ):

@@ -136,7 +136,8 @@ def erase(customer_id: str, *, owner: Optional[int] = None, actor: str = "operat
     removed["conversation_events"] = len(events)
     state = [keys.tracker(kind, customer_id) for kind in ("ev", "ss", "dg")]
     state += [keys.consent(customer_id), keys.whatsapp("window", customer_id), keys.whatsapp("choices", customer_id),
-              keys.webchat("offered", customer_id), keys.prefetch(customer_id), keys.journeys_waiting(customer_id)]
+              keys.webchat("offered", customer_id), keys.prefetch(customer_id), keys.journeys_waiting(customer_id),
+              keys.trace_last(customer_id)]
     r.delete(*state)
     removed["failed_sends"] = _forget_failed_sends(customer_id, r)
     removed["journeys"] = journey_store.erase_customer(customer_id)

@@ -77,6 +77,7 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:voice:pending:{channel}:{call id}", "list", "the call", "agent messages waiting to be spoken at the caller's next turn", "voice"),
     KeySpec("{p}:voice:outbound:{h(token)}", "hash", "1 h", "an outbound call's single-use answer token: customer, prompt, context, then the call that used it", "voice"),
     KeySpec("{p}:prefetch:{customer}", "string", "`PREFETCH_TTL_SECONDS`", "lookups made while a call starts", "voice"),
+    KeySpec("{p}:trace:last:{customer}", "string", "24 h", "the customer's last traced turn (`channel`, trace and span id; no personal data), linked from their next turn on another channel", "conversation"),
     KeySpec("{p}:analytics:consumer", "string", "30 s, renewed", "the analytics consumer holding the lease (one folds events at a time, in order)", "conversation"),
     # journeys
     KeySpec("{p}:journeys:waiting:{customer}", "string", "30 days", "the customer has an active journey: their next message ends its wait", "journeys"),
@@ -187,6 +188,10 @@ class Keys:
     def socketio_channel(self) -> str:
         """``{p}:webchat:socketio``."""
         return self._k("webchat", "socketio")
+
+    def trace_last(self, customer_id: str) -> str:
+        """``{p}:trace:last:{customer}``."""
+        return self._k("trace", "last", customer_id)
 
     # consent and personal data
     def analytics_lease(self) -> str:

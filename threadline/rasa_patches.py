@@ -30,6 +30,20 @@ behaviour is otherwise untouched.
    Threadline's store the error goes up instead, so the connector releases
    the delivery's claim and answers non-200, and the platform's retry runs the
    turn again once Redis is back. Other stores keep Rasa's behaviour.
+
+6. **Traces** (``threadline.tracing``, off unless ``TRACING`` is set): the
+   process's tracer is set up here (``tracing.setup("rasa")``), and three
+   seams of Rasa get a span each while tracing is on (with it off they call
+   straight through):
+   ``MessageProcessor.parse_message`` -> ``rasa.nlu`` (intent name and
+   confidence), ``MessageProcessor.predict_next_with_tracker_if_should`` ->
+   ``rasa.policies`` (predicted action, policy, confidence; once per
+   predicted action), and ``RemoteAction.run`` -> ``rasa.action_server`` (a
+   client span named for the action), whose HTTP call carries the span's W3C
+   ``traceparent``: ``run`` swaps in a copy of the endpoint with that header
+   for the one call (a ``RemoteAction`` is built per prediction, so the
+   shared endpoint is never touched), and the action server continues the
+   trace (``threadline.action_server``).
 """
 import functools
 from typing import Any, Dict
@@ -105,6 +119,7 @@ def install() -> None:
     log_privacy.install()
     _install_output_filter()
     _install_fail_loudly()
+    _install_tracing(RemoteAction)
     pii.warm_up()
     _install_action_token(RemoteAction)
     if getattr(RemoteAction._validate_action_result, _INSTALLED, False):
@@ -159,3 +174,61 @@ def _install_fail_loudly() -> None:
         functools.update_wrapper(function, originals[function.__name__])
         setattr(function, _INSTALLED, True)
         setattr(FailSafeTrackerStore, function.__name__, function)
+
+
+def _install_tracing(RemoteAction: Any) -> None:
+    import copy
+
+    from rasa.core.processor import MessageProcessor
+
+    from threadline import tracing
+
+    tracing.setup("rasa")
+    if getattr(RemoteAction.run, _INSTALLED, False):
+        return
+    parse_message = MessageProcessor.parse_message
+    predict = MessageProcessor.predict_next_with_tracker_if_should
+    run = RemoteAction.run
+
+    async def traced_parse_message(self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
+        if not tracing.enabled():
+            return await parse_message(self, message, *args, **kwargs)
+        with tracing.span("rasa.nlu") as span:
+            parse_data = await parse_message(self, message, *args, **kwargs)
+            intent = parse_data.get("intent") or {}
+            if intent.get("name"):
+                span.set_attribute(tracing.INTENT, str(intent["name"]))
+                span.set_attribute(tracing.CONFIDENCE, float(intent.get("confidence") or 0.0))
+            return parse_data
+
+    def traced_predict(self: Any, tracker: Any) -> Any:
+        if not tracing.enabled():
+            return predict(self, tracker)
+        with tracing.span("rasa.policies") as span:
+            action, prediction = predict(self, tracker)
+            name = action.name()
+            if name in self.domain.action_names_or_texts and name not in self.domain.action_texts:
+                span.set_attribute(tracing.ACTION, name)  # never an end-to-end bot text
+            span.set_attribute(tracing.POLICY, str(prediction.policy_name or ""))
+            span.set_attribute(tracing.CONFIDENCE, float(prediction.max_confidence))
+            return action, prediction
+
+    async def traced_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not tracing.enabled():
+            return await run(self, *args, **kwargs)
+        with tracing.span("rasa.action_server", {tracing.ACTION: self.name()}, kind="client"):
+            endpoint = self.action_endpoint
+            if endpoint is not None:
+                self.action_endpoint = copy.copy(endpoint)
+                self.action_endpoint.headers = {**(endpoint.headers or {}), **tracing.inject()}
+            try:
+                return await run(self, *args, **kwargs)
+            finally:
+                self.action_endpoint = endpoint
+
+    for original, function in ((parse_message, traced_parse_message), (predict, traced_predict), (run, traced_run)):
+        functools.update_wrapper(function, original)
+        setattr(function, _INSTALLED, True)
+    MessageProcessor.parse_message = traced_parse_message
+    MessageProcessor.predict_next_with_tracker_if_should = traced_predict
+    RemoteAction.run = traced_run

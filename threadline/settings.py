@@ -62,6 +62,8 @@ _REGISTRY: List[Variable] = [
         ("THREADLINE_VAR_DIR", None, "where local state lives (embedded Redis, SQLite, generated secret, logs); unset: `var/`"),
         ("THREADLINE_KEY_PREFIX", "threadline", "prefix of every Redis key (alphanumeric)"),
         ("THREADLINE_ENV", "development", "`production` makes every secret required (nothing is generated) and marks cookies Secure"),
+        ("TRACING", "off", "OpenTelemetry traces of every turn: `off`, `otlp` (OTLP over HTTP, configured by the standard `OTEL_EXPORTER_OTLP_*` variables, which the exporter reads itself) or `console` (printed)"),
+        ("TRACING_SERVICE_NAME", "threadline", "the traces' `service.name`: the rasa server reports as `<name>-rasa`, the action server as `<name>-actions`"),
     ),
     *_vars(
         "Servers and trust boundary",
@@ -200,6 +202,7 @@ _DERIVED = {
     "agent_session_secret": "AGENT_SESSION_SECRET",
     "visitor_key": None,
     "vault_key": "THREADLINE_VAULT_KEY",
+    "trace_key": None,  # HMAC key of the customer pseudonym in traces (threadline.tracing)
 }
 
 
