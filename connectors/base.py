@@ -66,7 +66,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors import consent, dedupe, linking, personal_data, server, turn_trace
+from connectors import consent, dedupe, linking, personal_data, server, turn_metrics, turn_trace
 from connectors.delivery import (  # noqa: F401 (re-exported: the connector interface)
     KIND_BUTTON,
     KIND_CONTACT,
@@ -400,6 +400,7 @@ class ThreadlineInput(InputChannel):
 
     # ------------------------------------------------------------- one envelope
 
+    @turn_metrics.measured_turn
     @turn_trace.traced_turn
     async def handle_envelope(
         self,

@@ -10,6 +10,7 @@ pipeline with no fake request and nothing hidden in ``request.ctx``.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
@@ -100,6 +101,7 @@ class Inbound:
     source: str = "unknown"  # the client's address (proxy-aware)
     route: str = "webhook"  # which of the channel's routes received it
     transport: str = "http"  # http | socketio | internal
+    received: float = field(default_factory=time.monotonic)  # when it arrived (turn latency; monotonic clock)
 
     @property
     def agent(self) -> Any:

@@ -16,7 +16,7 @@ from rasa.core.channels.channel import OutputChannel
 
 from connectors import consent
 from connectors.outbound import OutboundSender, SendReport, end_report, start_report
-from threadline import identity, outbound_failures, tracing
+from threadline import identity, metrics, outbound_failures, tracing
 from threadline.message import is_internal_note, only_for_channel
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class ThreadlineOutput(OutputChannel):
         message = consent.without_purpose(message)
         if reason is not None:
             self.last_report = SendReport(errors=[f"suppressed: {reason}"])
+            metrics.count_outbound_failure(self.name(), "suppressed")
             return
         original = copy.deepcopy(message)  # Rasa's dispatch pops keys off the message
         report, token = start_report()
@@ -115,6 +116,8 @@ class ThreadlineOutput(OutputChannel):
                 end_report(token)
             span.set_attribute("threadline.delivered", report.ok)
         self.last_report = report
+        if not report.ok:
+            metrics.count_outbound_failure(self.name(), "failed")
         if not report.ok and self.keep_undelivered:
             await self.record_undelivered(recipient_id, original, "; ".join(report.errors))
 

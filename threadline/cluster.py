@@ -147,6 +147,7 @@ class Cluster(Stack):
         proc = self.rasa_processes[index]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        self._mark_dead([proc])
         self.processes.remove(proc)
 
 

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from threadline import settings
+from threadline import metrics, settings
 from threadline.keys import Keys
 from threadline.db import cases
 from threadline.db.cases import CaseInfo
@@ -185,6 +185,7 @@ def open_case(customer_ref: str, reason: str, context: Dict[str, Any], queue: st
     now = staffing()
     case_id = cases.record_handoff(customer_ref, reason, context, queue=queue, unstaffed=not now.available)
     case = cases.get_case(case_id)
+    metrics.count_handoff((context or {}).get("channel"), reason, REASONS)
     notify(case, "opened")
     return OpenedCase(case, True, now)
 

@@ -190,6 +190,11 @@ _REGISTRY: List[Variable] = [
         ("JOURNEY_DEFAULT_TIMEZONE", "UTC", "time zone of a customer with none stored and no phone number"),
         ("JOURNEY_FREQUENCY_CAP", "3/24h", "most journey sends per customer in a rolling window, across channels and journeys; `off`: no cap"),
     ),
+    *_vars(
+        "Metrics",
+        ("METRICS_TOKEN", None, "bearer token Prometheus sends to `GET /webhooks/metrics/`; unset: the route answers 503 and exposes nothing", True),
+        ("METRICS_DIR", None, "directory every process of one stack (rasa server, action server, journey worker) writes its metric files to (prometheus_client's multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`); files of dead processes are cleared when a stack starts; unset: `var/metrics/`"),
+    ),
 ]
 
 VARIABLES: Dict[str, Variable] = {variable.name: variable for variable in _REGISTRY}
@@ -298,6 +303,14 @@ class Settings:
         return path
 
     @property
+    def metrics_dir(self) -> Path:
+        """Where every process of the stack writes its Prometheus metric files (created on first use)."""
+        raw = self.get_raw("METRICS_DIR")
+        path = Path(raw).resolve() if raw else self.var_dir.resolve() / "metrics"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
     def key_prefix(self) -> str:
         """Prefix of every Redis key."""
         prefix = self.get("THREADLINE_KEY_PREFIX") or "threadline"
@@ -378,6 +391,15 @@ def generated_key(var_dir: Path) -> str:
             with os.fdopen(descriptor, "w") as out:
                 out.write(_secrets.token_hex(32) + "\n")
         return path.read_text().strip()
+
+
+def export_to_libraries(values: Mapping[str, str]) -> None:
+    """Put variables that a library reads itself into this process's environment.
+
+    The one writer of ``os.environ``: prometheus_client takes its multiprocess
+    directory from ``PROMETHEUS_MULTIPROC_DIR`` (see ``threadline.metrics``).
+    """
+    os.environ.update(values)
 
 
 def process_environment() -> Dict[str, str]:

@@ -132,6 +132,7 @@ class Stack:
             self.env["REDIS_URL"] = redis_client.embedded_url(self.settings.var_dir)
             self.settings = settings_module.Settings(self.env)
         self.settings.secret("id_pepper")  # generate var/secret.key once, before the children race for it
+        self._prepare_metrics()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if init_db:
             subprocess.run([sys.executable, "-m", "threadline.db", "init", "--demo"], cwd=self.root, env=self.env,
@@ -142,6 +143,19 @@ class Stack:
         endpoints = self.log_dir / f"endpoints-{self.rasa_port}.yml"
         endpoints.write_text(yaml.safe_dump(endpoints_config, sort_keys=False))
         return endpoints
+
+    def _prepare_metrics(self) -> None:
+        """Every child writes its metrics to one directory, set before it imports prometheus_client.
+
+        The files of processes that are gone (a previous run's) are deleted
+        first, so a new process never inherits a dead one's counts.
+        """
+        from threadline import metrics
+
+        directory = self.settings.metrics_dir
+        self.env.update({"METRICS_DIR": str(directory), metrics.MULTIPROC_ENV: str(directory)})
+        self.settings = settings_module.Settings(self.env)
+        metrics.clear_dead(directory)
 
     def _spawn(self, args: List[str], log_name: str) -> Tuple[subprocess.Popen, Path]:
         log = self.log_dir / log_name
@@ -247,10 +261,20 @@ class Stack:
                     except ProcessLookupError:
                         pass
                     proc.wait()
+            self._mark_dead(self.processes)
             self.processes.clear()
             if self.started_redis:
                 redis_client.stop_embedded(self.settings.var_dir)
                 self.started_redis = False
+
+    def _mark_dead(self, processes: List[subprocess.Popen]) -> None:
+        """Stopped children's live gauges leave the metrics (their counters stay until the next start)."""
+        if not processes or not self.env.get("METRICS_DIR"):
+            return
+        from threadline import metrics
+
+        for proc in processes:
+            metrics.mark_dead(proc.pid, Path(self.env["METRICS_DIR"]))
 
     def __enter__(self) -> "Stack":
         return self.start()

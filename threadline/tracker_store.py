@@ -44,7 +44,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, Event, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from threadline import rasa_patches, redis_client
+from threadline import metrics, rasa_patches, redis_client
 from threadline.conversation_merge import carried_state
 from threadline import settings as settings_module
 from threadline.keys import Keys
@@ -221,6 +221,7 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
             return
         await self.stream_events(tracker)
         self.save_sync(tracker)
+        metrics.note_saved(tracker)  # the turn being measured reads its confidence and fallback from it
 
     def save_sync(self, tracker: DialogueStateTracker) -> int:
         """Blocking :meth:`save` without event streaming; returns the number of events added."""

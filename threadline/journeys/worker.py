@@ -33,12 +33,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Protocol
 
+from threadline import metrics
 from threadline import settings as settings_module
 from threadline.journeys import definitions, rules, service, store
 
 logger = logging.getLogger(__name__)
 
 RECOVER_EVERY_SECONDS = 5.0
+DEPTH_EVERY_SECONDS = 5.0  # how often each worker recounts the queue for the metrics
 MAX_SEND_ATTEMPTS = 3
 MAX_THROTTLED_ATTEMPTS = 10  # a platform that keeps asking us to wait gets more patience, not forever
 RETRY_SECONDS = 60.0
@@ -122,6 +124,7 @@ class JourneyWorker:
         self.lease = dt.timedelta(seconds=max(5, config.integer("JOURNEY_LEASE_SECONDS")))
         self.stats: Dict[str, int] = defaultdict(int)
         self._last_recover = 0.0
+        self._last_depth: Optional[float] = None
 
     # ---------------------------------------------------------------- the loop
 
@@ -144,6 +147,7 @@ class JourneyWorker:
 
     async def run_once(self) -> int:
         """Recover stopped workers' steps now and then, claim a batch and process it; the number processed."""
+        await self._refresh_depth()
         if not await asyncio.to_thread(self._may_run):
             return 0
         loop = asyncio.get_running_loop()
@@ -159,6 +163,21 @@ class JourneyWorker:
         # One customer's steps in order (the cap counts each send); customers side by side.
         await asyncio.gather(*(self._process_all(steps) for steps in by_customer.values()))
         return len(claims)
+
+    async def _refresh_depth(self) -> None:
+        """Recount the queue for ``threadline_journey_queue_depth`` now and then (never fails the pass).
+
+        Every worker does, the one holding the lease or not, so each live
+        process reports a fresh count of the same table (the gauge is "livemax").
+        """
+        now = asyncio.get_running_loop().time()
+        if self._last_depth is not None and now - self._last_depth < DEPTH_EVERY_SECONDS:
+            return
+        self._last_depth = now
+        try:
+            metrics.set_queue_depth(await asyncio.to_thread(store.queue_depth))
+        except Exception:
+            logger.warning("journey worker %s: could not count the queue for the metrics", self.name, exc_info=True)
 
     async def _process_all(self, claims: List[store.ClaimedStep]) -> None:
         for claim in claims:
@@ -274,6 +293,12 @@ class JourneyWorker:
 
     async def _after_send(self, claim: store.ClaimedStep, step: definitions.Step, channel: str,
                           result: SendOutcome) -> str:
+        outcome = await self._record_send(claim, step, channel, result)
+        metrics.count_journey_send(channel, outcome)
+        return outcome
+
+    async def _record_send(self, claim: store.ClaimedStep, step: definitions.Step, channel: str,
+                           result: SendOutcome) -> str:
         if result.state == "sent":
             await asyncio.to_thread(store.finish_send, claim.instance_id, claim.step_index, store.SENT,
                                     result.provider_ref, result.status)
