@@ -66,8 +66,21 @@ def _delete_event_queue() -> None:
         pass
 
 
+def _stop_session_redis() -> None:
+    """Stop the embedded redis-server of this session's private var/ directory (never a real one)."""
+    if os.environ.get("REDIS_URL") or "threadline-test-" not in os.environ.get("THREADLINE_VAR_DIR", ""):
+        return
+    try:
+        from threadline import redis_client
+
+        redis_client.stop_embedded()
+    except Exception:  # already gone: nothing to tidy
+        pass
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Drop this session's PostgreSQL schema and RabbitMQ queue."""
+    """Drop this session's PostgreSQL schema and RabbitMQ queue; stop its embedded Redis."""
+    _stop_session_redis()
     if os.environ.get("RABBITMQ_URL"):
         _delete_event_queue()
     base = os.environ.get("THREADLINE_PG_BASE_URL")
