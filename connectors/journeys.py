@@ -37,6 +37,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors import registry
+from connectors.agent.conversation import Conversation
 from connectors.base import run_sync
 from threadline import identity
 from threadline.journeys import definitions, service, store
@@ -105,11 +106,7 @@ class ServerDeliverer:
         return None
 
     async def _tracker(self, customer_ref: str) -> DialogueStateTracker:
-        tracker = await self.agent.tracker_store.retrieve(customer_ref)
-        if tracker is None:
-            slots = self.agent.domain.slots if self.agent.domain else []
-            tracker = DialogueStateTracker(customer_ref, slots)
-        return tracker
+        return await Conversation(self.app, customer_ref).tracker()
 
     async def _render(self, tracker: DialogueStateTracker, claim: store.ClaimedStep, step: definitions.Step,
                       channel: str) -> Optional[Dict[str, Any]]:

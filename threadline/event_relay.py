@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple
 from threadline import redis_client
 from threadline import settings as settings_module
 from threadline.keys import Keys
+from threadline.leases import LEASE_LUA, RELEASE_LUA
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +47,6 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 IDLE_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 10.0
 
-# KEYS: lease. ARGV: owner, milliseconds. Take the lease if free, renew it if ours.
-LEASE_LUA = """
-local owner = redis.call('GET', KEYS[1])
-if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
-"""
-# KEYS: lease. ARGV: owner. Give the lease up if ours.
-RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class Publisher(Protocol):

@@ -139,7 +139,7 @@ class Conversation:
         ``DeliveryError`` (after recording).
         """
         async with self.agent.lock_store.lock(self.customer_ref):
-            tracker = await self._tracker()
+            tracker = await self.tracker()
             delivered = None
             if deliver is not None:
                 delivered = await self.deliver(deliver)
@@ -152,7 +152,8 @@ class Conversation:
             raise DeliveryError(delivered)
         return delivered
 
-    async def _tracker(self) -> DialogueStateTracker:
+    async def tracker(self) -> DialogueStateTracker:
+        """The conversation's latest session, or a new tracker for a customer never seen (call under its lock)."""
         tracker = await self.agent.tracker_store.retrieve(self.customer_ref)
         if tracker is None:
             slots = self.agent.domain.slots if self.agent.domain else []

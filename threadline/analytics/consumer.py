@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import signal
@@ -34,14 +35,18 @@ from threadline import settings as settings_module
 from threadline.analytics.fold import Folder
 from threadline.db.models import AnalyticsCheckpoint, AnalyticsSeen
 from threadline.db.session import session_scope
+from threadline.keys import Keys
+from threadline.leases import Lease
 
 logger = logging.getLogger(__name__)
 
 BATCH = 500
+LEASE_MS = 30_000
 IDLE_SECONDS = 1.0
 SQL_SOURCE = "sql:events"
 
 
+@functools.lru_cache(maxsize=1)
 def asked_slots() -> List[str]:
     """The slots the bot asks customers for: every form's required slots (from domain.yml)."""
     from threadline.journeys.definitions import load_domain
@@ -60,7 +65,7 @@ def apply_batch(events: Iterable[Tuple[str, Dict[str, Any]]], checkpoint: Option
     with session_scope() as session:
         ids = {str(e.get("event_id")) for _, e in pairs if e.get("event_id")}
         seen = set(session.scalars(select(AnalyticsSeen.event_id).where(AnalyticsSeen.event_id.in_(ids)))) if ids else set()
-        folder = Folder(session, ASKED)
+        folder = Folder(session, asked_slots())
         for customer, event in pairs:
             event_id = event.get("event_id")
             if event_id:
@@ -81,14 +86,6 @@ def apply_batch(events: Iterable[Tuple[str, Dict[str, Any]]], checkpoint: Option
     return new
 
 
-ASKED: List[str] = []
-
-
-def _load_asked() -> None:
-    if not ASKED:
-        ASKED.extend(asked_slots())
-
-
 # ------------------------------------------------------------------- SQL source
 
 
@@ -100,7 +97,6 @@ def _events_table():
 
 def sql_once(batch: int = BATCH) -> int:
     """Fold the next batch of the SQL broker's events after the checkpoint; the number of rows read."""
-    _load_asked()
     table = _events_table()
     with session_scope() as session:
         if not session.get_bind().dialect.has_table(session.connection(), "events"):
@@ -135,30 +131,14 @@ def catch_up() -> int:
             return total
 
 
-class Lease:
-    """One consumer folds at a time (several stacks or replicas may start one): a Redis lease, renewed."""
-
-    def __init__(self, redis: Any = None, ms: int = 30000) -> None:
-        import os
-        import uuid
-
-        self.owner = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.ms = ms
-        self._redis = redis
-
-    def hold(self) -> bool:
-        """Take or renew the lease (blocking)."""
-        from threadline import redis_client
-        from threadline.event_relay import LEASE_LUA
-        from threadline.keys import Keys
-
-        r = self._redis if self._redis is not None else redis_client.get_client()
-        return bool(r.eval(LEASE_LUA, 1, Keys().analytics_lease(), self.owner, self.ms))
+def consumer_lease() -> Lease:
+    """One consumer folds at a time (several stacks or replicas may start one): order matters per customer."""
+    return Lease(lambda: Keys().analytics_lease(), LEASE_MS)
 
 
 async def run_sql(stop: asyncio.Event, lease: Optional[Lease] = None) -> None:
     """Follow the SQL source until ``stop`` (while holding ``lease``)."""
-    lease = lease or Lease()
+    lease = lease or consumer_lease()
     while not stop.is_set():
         try:
             done = await asyncio.to_thread(sql_once) if await asyncio.to_thread(lease.hold) else 0
@@ -179,14 +159,13 @@ async def run_rabbitmq(stop: asyncio.Event, url: str, queue_name: str, once: boo
     """Consume the queue, acknowledging each batch after its commit; returns the messages handled."""
     import aio_pika
 
-    _load_asked()
     handled = 0
     connection = await aio_pika.connect_robust(url)
     async with connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=BATCH)
         queue = await channel.declare_queue(queue_name, durable=True)
-        lease = Lease()
+        lease = consumer_lease()
         while not stop.is_set():
             if not once and not await asyncio.to_thread(lease.hold):  # another consumer folds: order matters
                 try:

@@ -142,10 +142,9 @@ def recover_expired(next_of: NextStep, at: Optional[dt.datetime] = None) -> Dict
     at = at or now()
     counts = {"requeued": 0, "in_doubt": 0}
     with session_scope() as session:
-        query = select(JourneyStep).where(JourneyStep.state == CLAIMED, JourneyStep.lease_until < at)
-        if _is_postgres():
-            query = query.with_for_update(skip_locked=True)
-        stale = session.scalars(query).all()
+        # No row lock: each step below moves on only through a conditional update, which one worker wins.
+        stale = session.scalars(
+            select(JourneyStep).where(JourneyStep.state == CLAIMED, JourneyStep.lease_until < at)).all()
     for step in stale:
         with session_scope() as session:
             # Conditional, so of two workers recovering the same step only one moves it on.

@@ -36,6 +36,8 @@ from typing import Any, Dict, List, Optional, Protocol
 from threadline import metrics
 from threadline import settings as settings_module
 from threadline.journeys import definitions, rules, service, store
+from threadline.keys import Keys
+from threadline.leases import Lease
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +126,8 @@ class JourneyWorker:
         self.lease = dt.timedelta(seconds=max(5, config.integer("JOURNEY_LEASE_SECONDS")))
         self.stats: Dict[str, int] = defaultdict(int)
         self._last_recover = 0.0
+        self._sqlite_lease = Lease(lambda: Keys().journeys_worker_lease(), self.lease.total_seconds() * 1000 / 4,
+                                   owner=self.name, redis=redis)
         self._last_depth: Optional[float] = None
 
     # ---------------------------------------------------------------- the loop
@@ -137,13 +141,7 @@ class JourneyWorker:
     def _may_run(self) -> bool:
         from threadline.db.session import get_engine
 
-        if get_engine().dialect.name == "postgresql":
-            return True
-        from threadline.event_relay import LEASE_LUA
-        from threadline.keys import Keys
-
-        lease_ms = int(self.lease.total_seconds() * 1000 / 4)
-        return bool(self.redis().eval(LEASE_LUA, 1, Keys().journeys_worker_lease(), self.name, lease_ms))
+        return get_engine().dialect.name == "postgresql" or self._sqlite_lease.hold()
 
     async def run_once(self) -> int:
         """Recover stopped workers' steps now and then, claim a batch and process it; the number processed."""
@@ -229,14 +227,15 @@ class JourneyWorker:
             status = store.CANCELLED if ended.startswith("opted_out") else store.COMPLETED
             await asyncio.to_thread(store.finish_step, claim.step_id, "skipped", ended, None, None, status, ended[:64])
             return "ended"
-        channel = await asyncio.to_thread(self._choose_channel, claim, journey, step)
+        phone = await asyncio.to_thread(self.deliverer.phone_of, claim.customer_ref)
+        channel = await asyncio.to_thread(self._choose_channel, claim, journey, step, phone)
         if channel is None or channel.startswith("!"):
             outcome = "suppressed" if channel else "no_channel"
             detail = ("consent forbids every channel of the step" if channel
                       else "the customer has no address on the step's channels")
             await self._finish(claim, outcome, detail)
             return outcome
-        moved = await asyncio.to_thread(self._hold_back, claim, journey, step, channel)
+        moved = await asyncio.to_thread(self._hold_back, claim, journey, channel, phone)
         if moved is not None:
             return moved
         first = await asyncio.to_thread(store.begin_send, claim.instance_id, claim.step_index,
@@ -245,19 +244,18 @@ class JourneyWorker:
             await self._finish(claim, "already_sent", "the send log already has this step")
             return "already_sent"
         if step.is_call:
-            number = await asyncio.to_thread(self.deliverer.phone_of, claim.customer_ref)
-            result = await self.deliverer.place_call(claim, journey, step, channel, number or "")
+            result = await self.deliverer.place_call(claim, journey, step, channel, phone or "")
         else:
             result = await self.deliverer.send_message(claim, journey, step, channel)
         return await self._after_send(claim, step, channel, result)
 
     def _choose_channel(self, claim: store.ClaimedStep, journey: definitions.Journey,
-                        step: definitions.Step) -> Optional[str]:
+                        step: definitions.Step, phone: Optional[str]) -> Optional[str]:
         """The first channel that reaches the customer with consent; ``"!"``-prefixed if only consent stopped it."""
         blocked = None
         for channel in step.call or step.channels:
             if step.is_call:
-                if not self.deliverer.reachable(claim.customer_ref, channel) or not self.deliverer.phone_of(claim.customer_ref):
+                if not phone or not self.deliverer.reachable(claim.customer_ref, channel):
                     continue
             elif not self.deliverer.reachable(claim.customer_ref, channel):
                 continue
@@ -266,13 +264,13 @@ class JourneyWorker:
             blocked = f"!{channel}"
         return blocked
 
-    def _hold_back(self, claim: store.ClaimedStep, journey: definitions.Journey, step: definitions.Step,
-                   channel: str) -> Optional[str]:
+    def _hold_back(self, claim: store.ClaimedStep, journey: definitions.Journey, channel: str,
+                   phone: Optional[str]) -> Optional[str]:
         """Move the step out of quiet hours or under the frequency cap (blocking); None if it may go now."""
         at = store.now()
         quiet = journey.quiet_hours if journey.quiet_hours is not None else rules.default_quiet_hours()
         quiet = quiet or None  # () is a journey without quiet hours
-        tz = rules.customer_zone(claim.context.get("timezone"), self.deliverer.phone_of(claim.customer_ref))
+        tz = rules.customer_zone(claim.context.get("timezone"), phone)
         allowed = rules.next_allowed(at, tz, quiet)
         if allowed > at:
             store.reschedule(claim.step_id, allowed, f"quiet hours in {tz.key}; moved to {allowed.isoformat()}Z")
