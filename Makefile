@@ -94,7 +94,7 @@ test-services: $(MODEL)  ## the database and redis tests against REDIS_URL / DAT
 	$(PY) -m pytest -m "services or e2e"
 
 bench: $(MODEL)  ## run the benchmarks under bench/ and print their figures
-	@for b in bench/*.py; do case $$b in */stopping.py|*/stock.py) continue;; esac; \
+	@for b in bench/*.py; do case $$b in */stopping.py|*/stock.py|*/turn_profile.py) continue;; esac; \
 	   echo "== $$b"; $(PY) $$b || exit 1; done
 
 lock:  ## re-resolve requirements.in into requirements.lock (needs the network)

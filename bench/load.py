@@ -27,10 +27,15 @@ recorder (tests/support/recorder.py).
    cluster beside stock ``twilio_voice`` (``RedisTrackerStore``,
    ``RedisLockStore``) in one process.
 
+4. **Profile.** One replica and stock Rasa, each saturated by the same mixed
+   load: CPU per message of every process, and py-spy (``--gil``) on the
+   rasa process, its samples sorted into the parts of a turn
+   (``bench/turn_profile.py``), the connector layer's share among them.
+
 The rate limits are raised for the run (one client address sends everything).
 Prints figures; always exits 0.
 
-    PYTHONPATH=. .venv/bin/python bench/load.py [--conversations 16] [--seconds 120] [--section all|scale|faults|voice]
+    PYTHONPATH=. .venv/bin/python bench/load.py [--conversations 16] [--seconds 120] [--section all|scale|faults|voice|profile]
 """
 import argparse
 import asyncio
@@ -497,6 +502,41 @@ def capacity(server, levels: List[int], voice_turn) -> Dict[int, float]:
     return out
 
 
+def section_profile(args, work: Path) -> None:
+    """Where a saturated turn's CPU goes, by process and, in the rasa process, by part of the turn."""
+    from bench import turn_profile
+
+    seconds = int(min(args.seconds, 60))
+    print(f"\n== 4. profile: {args.conversations} conversations, {seconds} s after a 10 s warm-up; CPU per message "
+          "by process, and py-spy --gil on the rasa process", flush=True)
+    if turn_profile.py_spy() is None:
+        print("  py-spy is not installed (make install adds it); skipped")
+        return
+    results = []
+    for label, stock in (("stock rasa, 1 process (rest)", True), ("threadline, 1 replica behind HAProxy", False)):
+        context = stock_running(work / "profile-stock") if stock else cluster_running(work / "profile-ours", 1)
+        with context as running:
+            server = running if stock else running[0]
+            pid = next(proc.pid for proc in server.processes if "run" in proc.args and "--port" in proc.args
+                       and str(server.rasa_port if stock else server.replica_ports[0]) in proc.args)
+            asyncio.run(drive(server.rasa_url, args.conversations, 10, stock_rest=stock))
+            raw = work / f"profile-{'stock' if stock else 'ours'}.txt"
+            before = turn_profile.cpu_seconds()
+            spy = turn_profile.record(pid, seconds - 2, raw)
+            convs, wall = asyncio.run(drive(server.rasa_url, args.conversations, seconds, stock_rest=stock))
+            after = turn_profile.cpu_seconds()
+            spy.wait()
+        answered = sum(1 for conv in convs for _, ok in conv.sent if ok)
+        results.append((label, answered / wall, turn_profile.cpu_table(before, after, answered),
+                        turn_profile.shares(raw) if raw.exists() else {}))
+    for label, rate, table, parts in results:
+        print(f"  {label}: {rate:.1f} msg/s")
+        print("    CPU per message: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in table))
+        print("    rasa process, share of samples holding the GIL: "
+              + ", ".join(f"{name} {100 * share:.1f}%" for name, share in parts.items()))
+        print(f"    connector layer: {100 * turn_profile.connector_share(parts):.1f}% of the rasa process's CPU")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the sections asked for; always 0 (figures, not a gate)."""
     on_signals_exit()
@@ -506,7 +546,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--pause", type=float, default=2.0)
     parser.add_argument("--voice-levels", default="8,16,24,32,48,64")
     parser.add_argument("--voice-servers", default="ours,stock", help="which voice servers to measure")
-    parser.add_argument("--section", choices=["all", "scale", "faults", "voice"], default="all")
+    parser.add_argument("--section", choices=["all", "scale", "faults", "voice", "profile"], default="all")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="threadline-load-") as tmp:
         work = Path(tmp)
@@ -518,6 +558,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             section_faults(args, work)
         if args.section in ("all", "voice"):
             section_voice(args, work)
+        if args.section in ("all", "profile"):
+            section_profile(args, work)
     return 0
 
 

@@ -58,7 +58,7 @@ import inspect
 import json
 import logging
 import uuid
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from rasa.shared.constants import INTENT_MESSAGE_PREFIX
@@ -383,7 +383,8 @@ class ThreadlineInput(InputChannel):
         a message (its lease is released, so the platform's retry processes it).
         """
         try:
-            await run_sync(self.record_events, delivery)
+            if type(self).record_events is not ThreadlineInput.record_events:  # no thread hop for nothing
+                await run_sync(self.record_events, delivery)
         except Exception:
             logger.exception("%s webhook: could not record the delivery's events", self.name())
             raise _Unavailable() from None
@@ -414,16 +415,13 @@ class ThreadlineInput(InputChannel):
             logger.info("%s: ignored %s (trace %s)", self.name(), envelope.extra.get("type"), trace_id)
             return Outcome(envelope, "ignored", trace_id=trace_id)
         lease = uuid.uuid4().hex
-        claim = await run_sync(self.claim_delivery, envelope, lease)
+        claim, retry_after = await run_sync(self.claim_delivery, envelope, lease)
+        if claim == "limited":
+            return Outcome(envelope, "limited", trace_id=trace_id, retry_after=retry_after)
         if claim != "claimed":
             logger.info("%s: %s delivery of %s", self.name(), claim.replace("_", " "), envelope.message_id)
             return Outcome(envelope, claim, trace_id=trace_id)
         try:
-            verdict = await run_sync(self.sender_budget.hit, self.redis_client(), self.keys,
-                                     f"{envelope.channel}:{envelope.channel_user_id}")
-            if not verdict.allowed:
-                await run_sync(self.release_delivery, envelope, lease)
-                return Outcome(envelope, "limited", trace_id=trace_id, retry_after=verdict.retry_after)
             await self.before_processing(delivery, envelope)
             with tracing.span("threadline.identify", {tracing.CHANNEL: self.name()}):
                 turn = await run_sync(self.identify, delivery, envelope)
@@ -434,8 +432,7 @@ class ThreadlineInput(InputChannel):
             if handled is not None:
                 await run_sync(self.mark_done, envelope)
                 return Outcome(envelope, "processed", handled, trace_id)
-            turn.previous_channel = await run_sync(self.finish_identification, envelope, turn.customer_id)
-            await personal_data.mask_turn(self, envelope, turn)
+            turn.previous_channel = await run_sync(self.finish_turn_setup, envelope, turn)
         except Exception:
             await run_sync(self.release_delivery, envelope, lease)
             raise
@@ -466,9 +463,21 @@ class ThreadlineInput(InputChannel):
 
     # -------------------------------------------------------------- delivery ids
 
-    def claim_delivery(self, envelope: Envelope, lease: str) -> str:
-        """``claimed``, or ``duplicate`` (already stored) or ``in_progress`` (being processed)."""
-        return dedupe.claim(self.redis_client(), self.keys.dedupe(self.name(), envelope.message_id), lease)
+    def claim_delivery(self, envelope: Envelope, lease: str) -> Tuple[str, int]:
+        """(outcome, retry after) in one round trip: the sender's rate limit, then the claim.
+
+        ``claimed``; ``duplicate`` (already stored) or ``in_progress`` (being
+        processed), not counted against the sender; or ``limited`` (over
+        ``RATE_LIMIT_PER_SENDER`` this minute, not claimed).
+        """
+        budget = self.sender_budget
+        outcome, count, ttl = dedupe.claim_within(
+            self.redis_client(), self.keys.dedupe(self.name(), envelope.message_id), lease,
+            budget.key(self.keys, f"{envelope.channel}:{envelope.channel_user_id}"), budget.window, budget.limit,
+        )
+        if outcome == "limited":
+            logger.warning("%s: rate limit for a sender reached (%d messages this minute)", self.name(), count)
+        return outcome, ttl if outcome == "limited" else 0
 
     def release_delivery(self, envelope: Envelope, lease: str) -> None:
         """Give the claim up (only if it is still ours), so a redelivery is processed."""
@@ -485,10 +494,25 @@ class ThreadlineInput(InputChannel):
         return who_wrote(self, delivery, envelope)
 
     def finish_identification(self, envelope: Envelope, customer_id: str) -> Optional[str]:
-        """Record the channel's use and the channel's own bookkeeping; returns the previous channel."""
-        previous = identity.record_channel_use(customer_id, envelope.channel, redis=self.redis_client())
+        """Record the channel's use and the channel's own bookkeeping, end journey waits; the previous channel.
+
+        The channel use and the journey-wait check are one round trip.
+        """
+        from threadline.journeys import service as journeys
+
+        pipe = self.redis_client().pipeline(transaction=True)
+        identity.queue_channel_use(pipe, customer_id, envelope.channel)
+        pipe.exists(journeys.waiting_key(customer_id))
+        previous, _, waiting = pipe.execute()
         self.on_identified(envelope, customer_id)
-        _end_journey_waits(customer_id, self.redis_client())
+        if waiting:
+            _end_journey_waits(customer_id, self.redis_client())
+        return identity.text(previous)
+
+    def finish_turn_setup(self, envelope: Envelope, turn: Turn) -> Optional[str]:
+        """:meth:`finish_identification`, then mask the turn's personal data: one thread hop (blocking)."""
+        previous = self.finish_identification(envelope, turn.customer_id)
+        personal_data.mask_envelope(envelope, turn, self.redis_client())
         return previous
 
     def metadata_for(self, envelope: Envelope, turn: Turn, trace_id: str, app: Any = None) -> Dict[str, Any]:
@@ -513,7 +537,7 @@ def _end_journey_waits(customer_id: str, redis: Any) -> None:
     try:
         from threadline.journeys import service as journeys
 
-        journeys.customer_wrote(customer_id, redis)
+        journeys.customer_wrote(customer_id, redis, waiting=True)
     except Exception:
         logger.exception("could not end the journey waits of %s", customer_id)
 

@@ -1,6 +1,6 @@
 """Personal data at ingestion: every inbound message is masked before a ``UserMessage`` exists.
 
-``mask_turn`` runs in the pipeline after identification (so vault tokens
+``mask_envelope`` runs in the pipeline after identification (so vault tokens
 belong to the customer) and before anything is forwarded: the text Rasa reads
 and the envelope's own text and extras get typed placeholders, emails and
 phone numbers vault tokens (``threadline.pii``). From there on the tracker,
@@ -10,7 +10,6 @@ button's payload, the bot's own words, is read as it was sent.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from connectors.delivery import KIND_BUTTON, Envelope
@@ -43,8 +42,3 @@ def mask_envelope(envelope: Envelope, turn: Any, redis: Any) -> None:
         if key not in _KEEP and isinstance(value, (str, dict, list)):
             envelope.extra[key] = pii.scrub_value(value)
 
-
-async def mask_turn(channel: Any, envelope: Envelope, turn: Any) -> None:
-    """``mask_envelope`` off the event loop."""
-    if ENABLED:
-        await asyncio.to_thread(mask_envelope, envelope, turn, channel.redis_client())

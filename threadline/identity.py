@@ -358,12 +358,17 @@ def record_channel_use(customer_id: str, channel: str, redis: Any = None) -> Opt
     A previous value different from ``channel`` means the customer switched.
     """
     pipe = _redis(redis).pipeline(transaction=True)
+    queue_channel_use(pipe, customer_id, channel)
+    previous, _ = pipe.execute()
+    return text(previous)
+
+
+def queue_channel_use(pipe: Any, customer_id: str, channel: str) -> None:
+    """Queue :func:`record_channel_use`'s two commands on ``pipe`` (its first result is the previous channel)."""
     key = _customer_key(customer_id)
     now = f"{time.time():.3f}"
     pipe.hget(key, "last_channel")
     pipe.hset(key, mapping={"last_channel": channel, "last_seen": now, "seen:" + channel: now})
-    previous, _ = pipe.execute()
-    return text(previous)
 
 
 def channels_by_recency(customer_id: str, redis: Any = None) -> List[str]:

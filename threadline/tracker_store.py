@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, List, Optional, Text
 from urllib.parse import quote
 
 import redis as redis_lib
+import ujson
 
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import SerializedTrackerAsText, TrackerStore
@@ -219,17 +220,47 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
             await asyncio.to_thread(erasure.erase, tracker.sender_id, owner=asked.get("owner"),
                                     actor=asked.get("actor") or "customer", redis=self.red)
             return
-        await self.stream_events(tracker)
+        new_events = self._unsaved(tracker)
         self.save_sync(tracker)
+        await self._stream_new_events_if_any(new_events, tracker.sender_id)
         metrics.note_saved(tracker)  # the turn being measured reads its confidence and fallback from it
 
     def save_sync(self, tracker: DialogueStateTracker) -> int:
-        """Blocking :meth:`save` without event streaming; returns the number of events added."""
+        """Blocking :meth:`save` without event streaming; returns the number of events added.
+
+        Once stored, every event of the tracker remembers it (as a retrieved
+        one does), so saving the same tracker again sends only digests and
+        streams only what was added since.
+        """
         keys = self._save_keys(tracker.sender_id)
         added = self._save_script(keys=keys, args=self._save_args(tracker, trust_cache=True))
         if added < 0:
             added = self._save_script(keys=keys, args=self._save_args(tracker, trust_cache=False))
+        origin = self.key_prefix + tracker.sender_id
+        for event in tracker.events:
+            stored = event.__dict__.get(_STORED)
+            if stored is not None and stored[0] != origin:
+                event.__dict__[_STORED] = (origin, stored[1], stored[2])
         return added
+
+    def _unsaved(self, tracker: DialogueStateTracker) -> List[Event]:
+        """The tracker's events not read from (nor saved to) this conversation: what a save adds."""
+        origin = self.key_prefix + tracker.sender_id
+        return [event for event in tracker.events if (event.__dict__.get(_STORED) or ("",))[0] != origin]
+
+    async def stream_events(self, tracker: DialogueStateTracker) -> None:
+        """Hand the events a save of ``tracker`` adds to the event broker.
+
+        Rasa's ``TrackerStore.stream_events`` retrieves the stored
+        conversation again to diff it against the tracker: a second full read
+        and decode on every turn (a tenth of a saturated replica's CPU). Here
+        the events themselves say whether they are stored.
+        """
+        await self._stream_new_events_if_any(self._unsaved(tracker), tracker.sender_id)
+
+    async def _stream_new_events_if_any(self, events: List[Event], sender_id: Text) -> None:
+        if self.event_broker is not None and events:
+            await self._stream_new_events(self.event_broker, events, sender_id)
 
     def _save_args(self, tracker: DialogueStateTracker, trust_cache: bool) -> List[Any]:
         args: List[Any] = [self.record_exp, self.dedupe_ttl]
@@ -245,6 +276,7 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
             else:
                 text = _canonical(event).encode()
                 digest = _digest(text)
+                event.__dict__[_STORED] = ("", digest, text)  # the origin is set once the save succeeded
             args.extend((digest, text, "1" if _is_session_start(event) else "0", self._dedupe_key(event)))
         args.append(tracker.sender_id)
         return args
@@ -268,7 +300,7 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
         origin = self.key_prefix + sender_id
         events = []
         for text in stored:
-            event = _event_from_dict(json.loads(text))
+            event = _event_from_dict(ujson.loads(text))
             if event is not None:
                 # Lets save() skip re-serialising and re-sending stored events.
                 event.__dict__[_STORED] = (origin, _digest(text), text)
@@ -340,7 +372,7 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
 
     @staticmethod
     def _events(stored: List[bytes]) -> List[Event]:
-        found = (_event_from_dict(json.loads(text)) for text in stored)
+        found = (_event_from_dict(ujson.loads(text)) for text in stored)
         return [event for event in found if event is not None]
 
     @staticmethod
@@ -348,7 +380,7 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
         """(digest, json, starts session) of the merged conversation's events."""
         rows = []
         for text in stored:
-            data = json.loads(text)
+            data = ujson.loads(text)
             start = data.get("event") == "action" and data.get("name") == ACTION_SESSION_START_NAME
             rows.append((data.get("timestamp") or 0.0, text, start))
         rows.sort(key=lambda row: row[0])  # stable: ties keep their order

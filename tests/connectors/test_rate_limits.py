@@ -79,6 +79,15 @@ def test_one_sender_over_its_limit_gets_429_and_the_message_is_kept_for_the_retr
     assert [m.text for m in limited.agent.messages] == ["hello 1", "hello 2", "hello 3"]
 
 
+@pytest.mark.limits(RATE_LIMIT_PER_SENDER=2)
+def test_a_redelivered_update_is_not_counted_against_its_sender(limited):
+    """The rate limit and the claim are one script: a duplicate is answered before it is counted."""
+    answers = [post(limited, update(1, user=43)) for _ in range(4)] + [post(limited, update(2, user=43))]
+    assert [a.status_code for a in answers] == [200] * 5
+    assert [m.text for m in limited.agent.messages] == ["hello 1", "hello 2"]
+    assert post(limited, update(3, user=43)).status_code == 429
+
+
 def test_client_address_rules():
     trusted = limits.parse_networks(["10.0.0.0/8", "127.0.0.1"])
     headers = {"x-forwarded-for": "198.51.100.1, 203.0.113.9, 10.1.2.3"}

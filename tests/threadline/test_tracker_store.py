@@ -269,6 +269,35 @@ async def test_event_broker_receives_new_events_only(domain, redis_conn, key_pre
     assert [event["event"] for event in published] == ["action", "user"]
 
 
+async def test_streaming_never_reads_the_conversation_back(domain, redis_conn, key_prefix):
+    """Rasa's stream_events retrieves the stored tracker to diff it; each save here streams what it adds."""
+    published = []
+
+    class Broker:
+        def publish(self, event):
+            published.append((event["event"], event.get("text")))
+
+    store = RedisEventLogTrackerStore(domain, redis=redis_conn, key_prefix=key_prefix, event_broker=Broker())
+    tracker = await store.get_or_create_tracker("vera")
+    tracker.update(UserUttered("one"))
+    await store.save(tracker)
+    reread = await store.retrieve("vera")
+
+    def no_reads(*_args, **_kwargs):
+        raise AssertionError("a save read the conversation back")
+
+    store._retrieve = no_reads
+    tracker.update(UserUttered("two"))
+    await store.save(tracker)  # the same tracker again: only "two" is new
+    await store.save(tracker)  # nothing new
+    reread.update(UserUttered("three"))
+    await store.save(reread)  # a tracker read before "two" was saved: only "three" is new
+    assert published == [("action", None), ("user", "one"), ("user", "two"), ("user", "three")]
+    del store._retrieve
+    assert [e.text for e in (await store.retrieve("vera")).events if isinstance(e, UserUttered)] == [
+        "one", "two", "three"]
+
+
 async def test_resaving_after_delete_stores_the_whole_tracker(store):
     events, _ = _restarted_conversation()
     await store.save(DialogueStateTracker.from_events("rita", events))

@@ -130,11 +130,17 @@ def emit_safely(event: str, customer_ref: str, context: Optional[Dict[str, Any]]
         return []
 
 
-def customer_wrote(customer_ref: str, redis: Any = None) -> List[int]:
-    """A customer message arrived: end the waits it ends; returns the instances it ended."""
+def customer_wrote(customer_ref: str, redis: Any = None, waiting: Optional[bool] = None) -> List[int]:
+    """A customer message arrived: end the waits it ends; returns the instances it ended.
+
+    ``waiting``: whether the caller already read :func:`waiting_key` (it
+    exists only while the customer has a journey waiting for a reply).
+    """
     r = _redis(redis)
-    key = Keys().journeys_waiting(customer_ref)
-    if not r.exists(key):
+    key = waiting_key(customer_ref)
+    if waiting is None:
+        waiting = bool(r.exists(key))
+    if not waiting:
         return []
     ended = store.customer_replied(customer_ref)
     if not store.has_active(customer_ref):
@@ -142,6 +148,11 @@ def customer_wrote(customer_ref: str, redis: Any = None) -> List[int]:
     if ended:
         logger.info("journeys %s of %s ended: the customer replied", ended, customer_ref)
     return ended
+
+
+def waiting_key(customer_ref: str) -> str:
+    """The Redis key that exists while one of the customer's journeys waits for a reply."""
+    return Keys().journeys_waiting(customer_ref)
 
 
 def cancel(instance_id: int, by: str) -> bool:
