@@ -213,12 +213,14 @@ class Load:
         for attempt in range(ATTEMPTS):
             try:
                 async with self.session.post(url, data=raw, headers=headers) as reply:
-                    await reply.read()
+                    body = await reply.read()
+                    if reply.status == 200 and self.stock_rest and body.strip() in (b"", b"[]"):
+                        raise RuntimeError("stock rasa answered with no reply")  # its bot failed the turn
                     if reply.status == 200:
                         conv.latencies.append((time.perf_counter() - started) * 1000)
                         conv.sent.append((text, True))
                         return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError):
                 pass
             conv.errors += 1
             await asyncio.sleep(0.5 * (attempt + 1))
@@ -355,6 +357,14 @@ def stock_stack(work: Path, tcp_redis: TcpRedis, extra_credentials: Optional[dic
     endpoints = yaml.safe_load((ROOT / "endpoints.yml").read_text())
     endpoints["tracker_store"] = {"type": "redis", "url": "127.0.0.1", "port": tcp_redis.port, "db": 0}
     endpoints["lock_store"] = {"type": "redis", "url": "127.0.0.1", "port": tcp_redis.port, "db": 1}
+    # Threadline's action server answers only callers with its token. Threadline's tracker store attaches
+    # it (threadline.rasa_patches), stock Rasa's does not: without this header every stock custom action
+    # was refused with 403 and stock turns ended early with no reply (the figures before this fix).
+    from threadline import settings as settings_module
+    from threadline.rasa_patches import ACTION_TOKEN_HEADER
+
+    token = settings_module.Settings(dict(os.environ, THREADLINE_VAR_DIR=str(work))).secret("action_server_token")
+    endpoints["action_endpoint"]["headers"] = {ACTION_TOKEN_HEADER: token}
     path = work / "stock-endpoints.yml"
     path.write_text(yaml.safe_dump(endpoints))
     if extra_credentials:  # the stock channels alone (Threadline's own would take the same routes)
@@ -520,7 +530,7 @@ def section_profile(args, work: Path) -> None:
             pid = next(proc.pid for proc in server.processes if "run" in proc.args and "--port" in proc.args
                        and str(server.rasa_port if stock else server.replica_ports[0]) in proc.args)
             asyncio.run(drive(server.rasa_url, args.conversations, 10, stock_rest=stock))
-            raw = work / f"profile-{'stock' if stock else 'ours'}.txt"
+            raw = Path(args.profile_dir or work) / f"profile-{'stock' if stock else 'ours'}.txt"
             before = turn_profile.cpu_seconds()
             spy = turn_profile.record(pid, seconds - 2, raw)
             convs, wall = asyncio.run(drive(server.rasa_url, args.conversations, seconds, stock_rest=stock))
@@ -546,6 +556,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--pause", type=float, default=2.0)
     parser.add_argument("--voice-levels", default="8,16,24,32,48,64")
     parser.add_argument("--voice-servers", default="ours,stock", help="which voice servers to measure")
+    parser.add_argument("--profile-dir", help="keep py-spy's raw samples here (default: thrown away)")
     parser.add_argument("--section", choices=["all", "scale", "faults", "voice", "profile"], default="all")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="threadline-load-") as tmp:
