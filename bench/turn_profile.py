@@ -27,10 +27,13 @@ PARTS = [
     ("tracker store", ("threadline/tracker_store.py", "rasa/core/tracker_store.py")),
     ("lock store", ("lock_store.py",)),
     ("NLU", ("parse_message rasa/core/processor.py",)),
-    ("action server call", ("rasa/core/actions/action.py",)),
+    ("action server call", ("rasa/core/actions/action.py", "jsonschema/")),  # Rasa validates each response
     ("policies", ("_predict_next_with_tracker rasa/core/processor.py",)),
 ]
 CONNECTOR_PREFIXES = ("connectors/", "rasa/core/channels/")
+# Rasa's own turn work (a sample whose stack was cut above Agent.handle_message).
+RASA_PROCESSING = ("rasa/core/policies/", "rasa/core/featurizers/", "rasa/shared/", "rasa/nlu/",
+                   "rasa/engine/", "rasa/utils/tensorflow/", "tensorflow/", "keras/", "dask/")
 
 
 def py_spy() -> Optional[str]:
@@ -61,6 +64,13 @@ def part_of(frames: List[str]) -> str:
     """The part of a turn one sample belongs to."""
     inside = next((i for i, f in enumerate(frames) if f.startswith(HANDLE_MESSAGE)), None)
     if inside is None:
+        # py-spy keeps the innermost frames of a very deep stack (Rasa's graph runs ~100 deep), so a
+        # sample without Agent.handle_message may still be Rasa's: it is put where its own frames say.
+        for part, patterns in PARTS:
+            if any(p in f for f in frames for p in patterns):
+                return part
+        if any(f.split(" ", 1)[1].startswith(RASA_PROCESSING) for f in frames):
+            return "rasa: the rest of a turn"
         if any(f.split(" ", 1)[1].startswith(CONNECTOR_PREFIXES) for f in frames):
             return "connector layer: input"
         return "HTTP server, event loop, other threads"

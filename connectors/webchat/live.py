@@ -106,8 +106,9 @@ class LiveTransports:
             await self._start_session(sid, requested)
 
         @sio.on(self.config["user_message_evt"])
-        async def user_uttered(sid: str, data: Any) -> None:
-            await self._socket_message(sid, data, on_new_message)
+        async def user_uttered(sid: str, data: Any) -> Dict[str, Any]:
+            # The return value is the socket.io acknowledgement, for clients that ask for one.
+            return await self._socket_message(sid, data, on_new_message)
 
         return blueprint
 
@@ -142,12 +143,26 @@ class LiveTransports:
 
     async def _socket_message(
         self, sid: str, data: Any, on_new_message: Callable[[UserMessage], Awaitable[Any]]
-    ) -> None:
-        """Run one ``user_uttered`` event through the base pipeline."""
+    ) -> Dict[str, Any]:
+        """Run one ``user_uttered`` event through the base pipeline; returns its acknowledgement.
+
+        The acknowledgement is the socket's answer to the webhook's status:
+        ``{"status": "processed"}`` (or ``duplicate``...) once the message is
+        stored, else ``{"error": ..., "retry": true}`` and the same ``error``
+        event, so the client sends it again with the same ``message_id``. A
+        turn that failed after its replies went out (its tracker could not be
+        saved) is not stored, so it must be sent again, as a platform would
+        on a non-200; the replies may then arrive twice, never the message.
+        """
         sio = self.live.sio
+
+        async def refuse(message: str, retry: bool = False, **extra: Any) -> Dict[str, Any]:
+            answer = {"error": message, **({"retry": True} if retry else {}), **extra}
+            await sio.emit("error", answer, room=sid)
+            return answer
+
         if not isinstance(data, dict):
-            await sio.emit("error", {"error": "a message must be a JSON object"}, room=sid)
-            return
+            return await refuse("a message must be a JSON object")
         session = await sio.get_session(sid)
         # The socket's confirmed session wins over a session_id in the message.
         visitor = session.get("visitor") or await self._start_session(sid, data.get("session_id"))
@@ -155,13 +170,10 @@ class LiveTransports:
         try:
             envelope = self.envelope_from(data, TRANSPORT_SOCKET, visitor_id=visitor, signed=session.get("auth"))
         except BadPayload as exc:
-            await sio.emit("error", {"error": str(exc)}, room=sid)
-            return
+            return await refuse(str(exc))
         limited = await run_sync(self.source_budget.hit, self.redis_client(), self.keys, inbound.source)
         if not limited.allowed:
-            await sio.emit("error", {"error": "too many messages; retry later", "retry_after": limited.retry_after},
-                           room=sid)
-            return
+            return await refuse("too many messages; retry later", True, retry_after=limited.retry_after)
         from connectors.webchat.channel import WebDelivery
 
         delivery = WebDelivery(inbound, [envelope], TRANSPORT_SOCKET)
@@ -169,7 +181,15 @@ class LiveTransports:
             await self.process(delivery, on_new_message)
         except Exception:
             logger.exception("webchat: socket.io message %s failed", envelope.message_id)
-            await sio.emit("error", {"error": "temporarily unavailable; send it again"}, room=sid)
+            return await refuse("temporarily unavailable; send it again", True)
+        outcome = delivery.outcomes[0] if delivery.outcomes else None
+        if outcome is None or outcome.status in ("failed", "in_progress"):
+            return await refuse("temporarily unavailable; send it again", True)
+        if outcome.status == "limited":
+            return await refuse("too many messages from this sender; retry later", True,
+                                retry_after=outcome.retry_after)
+        sent_id = data.get("message_id")
+        return {"status": outcome.status, **({"message_id": sent_id} if isinstance(sent_id, str) else {})}
 
 
 async def _maybe_await(result: Any) -> Any:

@@ -161,6 +161,32 @@ async def test_user_uttered_is_answered_with_bot_uttered(web, browsers, transpor
     assert message.metadata["trust"] == "anonymous"
 
 
+async def test_the_acknowledgement_says_stored_and_a_turn_that_failed_after_replying_is_asked_again(
+        web, browsers, monkeypatch):
+    """The socket's acknowledgement is its 200: a client that asks for one re-sends what was not stored."""
+    browser = await browsers().connect(web)
+    session = await browser.start_session(TOKEN)
+    first = {"message": "hello", "session_id": session, "message_id": "m-1"}
+    assert await browser.client.call("user_uttered", first, timeout=10) == {"status": "processed", "message_id": "m-1"}
+    assert await browser.expect("bot_uttered") == {"text": "You said: hello"}
+    assert await browser.client.call("user_uttered", first, timeout=10) == {"status": "duplicate", "message_id": "m-1"}
+
+    answer = web.agent.handle_message
+
+    async def replies_then_cannot_save(message):
+        await answer(message)
+        raise ConnectionError("Redis went away before the tracker was saved")
+
+    monkeypatch.setattr(web.agent, "handle_message", replies_then_cannot_save)
+    second = {"message": "again", "session_id": session, "message_id": "m-2"}
+    assert await browser.client.call("user_uttered", second, timeout=10) == {
+        "error": "temporarily unavailable; send it again", "retry": True}
+    assert await browser.expect("bot_uttered") == {"text": "You said: again"}  # the reply went out first
+    monkeypatch.setattr(web.agent, "handle_message", answer)
+    assert await browser.client.call("user_uttered", second, timeout=10) == {"status": "processed", "message_id": "m-2"}
+    assert [m.text for m in web.agent.messages] == ["hello", "again", "again"]
+
+
 async def test_buttons_are_quick_replies_and_clicking_one_sends_its_payload(web, browsers):
     browser = await browsers().connect(web)
     session = await browser.start_session(TOKEN)
