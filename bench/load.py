@@ -528,7 +528,10 @@ def section_profile(args, work: Path) -> None:
         print("  py-spy is not installed (make install adds it); skipped")
         return
     results = []
-    for label, stock in (("stock rasa, 1 process (rest)", True), ("threadline, 1 replica behind HAProxy", False)):
+    servers = [(label, stock) for label, stock, name in (("stock rasa, 1 process (rest)", True, "stock"),
+                                                           ("threadline, 1 replica behind HAProxy", False, "ours"))
+               if name in args.profile_servers]
+    for label, stock in servers:
         context = stock_running(work / "profile-stock") if stock else cluster_running(work / "profile-ours", 1)
         with context as running:
             server = running if stock else running[0]
@@ -561,6 +564,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--pause", type=float, default=2.0)
     parser.add_argument("--voice-levels", default="2,4,8,16,24,32,48,64")
     parser.add_argument("--voice-servers", default="ours,stock", help="which voice servers to measure")
+    parser.add_argument("--profile-servers", default="stock,ours", help="which servers to profile")
     parser.add_argument("--profile-dir", help="keep py-spy's raw samples here (default: thrown away)")
     parser.add_argument("--section", choices=["all", "scale", "faults", "voice", "profile"], default="all")
     args = parser.parse_args(argv)

@@ -44,7 +44,7 @@ def py_spy() -> Optional[str]:
 
 def record(pid: int, seconds: int, out: Path) -> subprocess.Popen:
     """Start py-spy on ``pid`` for ``seconds`` (raw collapsed stacks to ``out``)."""
-    return subprocess.Popen([py_spy(), "record", "--gil", "--nonblocking", "-r", "100", "-d", str(seconds),
+    return subprocess.Popen([py_spy(), "record", "--gil", "-r", "100", "-d", str(seconds),
                              "-f", "raw", "-o", str(out), "-p", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
