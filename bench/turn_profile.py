@@ -49,14 +49,15 @@ def record(pid: int, seconds: int, out: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+_ROOT = str(Path(__file__).resolve().parent.parent) + "/"
+
+
 def _frames(stack: str) -> List[str]:
+    """py-spy's ``function (path:line)`` frames as ``function path``, paths relative to site-packages or here."""
     frames = []
     for frame in stack.split(";"):
         name, _, where = frame.partition(" (")
-        path = where.split(":")[0].split("site-packages/")[-1]
-        for root in (str(Path(__file__).resolve().parent.parent) + "/",):
-            path = path.replace(root, "")
-        frames.append(f"{name} {path}")
+        frames.append(f"{name} {where.split(':')[0].split('site-packages/')[-1].replace(_ROOT, '')}")
     return frames
 
 

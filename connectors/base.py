@@ -251,17 +251,32 @@ class ThreadlineInput(InputChannel):
             raise RuntimeError(f"{type(self).__name__} has no output channel")
         return output
 
-    def build_response(self, delivery: Delivery) -> HTTPResponse:
-        """What the platform gets back once every envelope was handled."""
+    @staticmethod
+    def must_resend(delivery: Delivery) -> Optional[Tuple[str, int]]:
+        """Why the sender must send the delivery again, and after how many seconds; None once it is stored.
+
+        ``limited`` (the sender's rate limit) or ``retry`` (a message being
+        processed, or one whose turn failed): the webhook's non-200, the
+        socket's error acknowledgement.
+        """
         statuses = {outcome.status for outcome in delivery.outcomes}
         if "limited" in statuses:
-            wait = max(o.retry_after for o in delivery.outcomes if o.status == "limited")
+            return "limited", max(o.retry_after for o in delivery.outcomes if o.status == "limited")
+        if "failed" in statuses or "in_progress" in statuses:
+            return "retry", IN_PROGRESS_RETRY
+        return None
+
+    def build_response(self, delivery: Delivery) -> HTTPResponse:
+        """What the platform gets back once every envelope was handled."""
+        resend = self.must_resend(delivery)
+        if resend is None:
+            return response.json({"status": "ok"})
+        reason, wait = resend
+        if reason == "limited":
             return error_response(429, "too many messages from this sender; retry later",
                                   server.retry_after_headers(wait))
-        if "failed" in statuses or "in_progress" in statuses:
-            return error_response(503, "the message is being processed or could not be processed yet; retry later",
-                                  server.retry_after_headers(IN_PROGRESS_RETRY))
-        return response.json({"status": "ok"})
+        return error_response(503, "the message is being processed or could not be processed yet; retry later",
+                              server.retry_after_headers(wait))
 
     # ------------------------------------------------------------------- plumbing
 
@@ -498,11 +513,9 @@ class ThreadlineInput(InputChannel):
 
         The channel use and the journey-wait check are one round trip.
         """
-        from threadline.journeys import service as journeys
-
         pipe = self.redis_client().pipeline(transaction=True)
         identity.queue_channel_use(pipe, customer_id, envelope.channel)
-        pipe.exists(journeys.waiting_key(customer_id))
+        pipe.exists(self.keys.journeys_waiting(customer_id))
         previous, _, waiting = pipe.execute()
         self.on_identified(envelope, customer_id)
         if waiting:

@@ -10,7 +10,7 @@ crashed process's lease simply expires.
 """
 from typing import Any, Tuple
 
-from threadline import identity
+from threadline import identity, limits
 
 LEASE_SECONDS = 120
 
@@ -22,12 +22,7 @@ _CLAIM_WITHIN_LUA = """
 local v = redis.call('GET', KEYS[1])
 if v == 'done' then return {'duplicate', 0, 0} end
 if v then return {'in_progress', 0, 0} end
-local count = redis.call('INCR', KEYS[2])
-local ttl = redis.call('TTL', KEYS[2])
-if ttl < 0 then
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-  ttl = tonumber(ARGV[3])
-end
+""" + limits.count_lua("KEYS[2]", "ARGV[3]", "1") + """
 if count > tonumber(ARGV[4]) then return {'limited', count, ttl} end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
 return {'claimed', count, ttl}

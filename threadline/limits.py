@@ -19,16 +19,27 @@ from typing import Any, Iterable, List, Mapping, Optional, Tuple
 
 from threadline.keys import Keys
 
-# KEYS: counter. ARGV: window seconds, increment. Returns {count, ttl}.
-_HIT_LUA = """
-local count = redis.call('INCRBY', KEYS[1], ARGV[2])
-local ttl = redis.call('TTL', KEYS[1])
+
+
+def count_lua(key: str, window: str, amount: str) -> str:
+    """Lua that counts ``amount`` on the fixed-window counter ``key`` into locals ``count`` and ``ttl``.
+
+    The one counting rule of every budget, also inlined where a count must
+    share a script with other work (``connectors.dedupe``); the arguments are
+    Lua expressions such as ``KEYS[1]``.
+    """
+    return f"""
+local count = redis.call('INCRBY', {key}, {amount})
+local ttl = redis.call('TTL', {key})
 if ttl < 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
+  redis.call('EXPIRE', {key}, {window})
+  ttl = tonumber({window})
 end
-return {count, ttl}
 """
+
+
+# KEYS: counter. ARGV: window seconds, increment. Returns {count, ttl}.
+_HIT_LUA = count_lua("KEYS[1]", "ARGV[1]", "ARGV[2]") + "return {count, ttl}\n"
 
 
 def _digest(subject: str) -> str:

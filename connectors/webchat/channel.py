@@ -320,7 +320,7 @@ class WebchatInput(LiveTransports, ThreadlineInput):
 
     def build_response(self, delivery: Delivery) -> HTTPResponse:
         """The replies, as Rasa's REST channel returns them (or the base's error)."""
-        if any(o.status in ("failed", "in_progress", "limited") for o in delivery.outcomes):
+        if self.must_resend(delivery) is not None:
             return super().build_response(delivery)
         return response.json(getattr(delivery, "replies", None) or [])
 

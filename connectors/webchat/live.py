@@ -182,14 +182,14 @@ class LiveTransports:
         except Exception:
             logger.exception("webchat: socket.io message %s failed", envelope.message_id)
             return await refuse("temporarily unavailable; send it again", True)
-        outcome = delivery.outcomes[0] if delivery.outcomes else None
-        if outcome is None or outcome.status in ("failed", "in_progress"):
+        resend = self.must_resend(delivery)
+        if resend is not None and resend[0] == "limited":
+            return await refuse("too many messages from this sender; retry later", True, retry_after=resend[1])
+        if resend is not None:
             return await refuse("temporarily unavailable; send it again", True)
-        if outcome.status == "limited":
-            return await refuse("too many messages from this sender; retry later", True,
-                                retry_after=outcome.retry_after)
         sent_id = data.get("message_id")
-        return {"status": outcome.status, **({"message_id": sent_id} if isinstance(sent_id, str) else {})}
+        return {"status": delivery.outcomes[0].status,
+                **({"message_id": sent_id} if isinstance(sent_id, str) else {})}
 
 
 async def _maybe_await(result: Any) -> Any:

@@ -133,11 +133,11 @@ def emit_safely(event: str, customer_ref: str, context: Optional[Dict[str, Any]]
 def customer_wrote(customer_ref: str, redis: Any = None, waiting: Optional[bool] = None) -> List[int]:
     """A customer message arrived: end the waits it ends; returns the instances it ended.
 
-    ``waiting``: whether the caller already read :func:`waiting_key` (it
-    exists only while the customer has a journey waiting for a reply).
+    ``waiting``: whether the caller already read ``Keys.journeys_waiting``
+    (it exists only while the customer has a journey waiting for a reply).
     """
     r = _redis(redis)
-    key = waiting_key(customer_ref)
+    key = Keys().journeys_waiting(customer_ref)
     if waiting is None:
         waiting = bool(r.exists(key))
     if not waiting:
@@ -148,11 +148,6 @@ def customer_wrote(customer_ref: str, redis: Any = None, waiting: Optional[bool]
     if ended:
         logger.info("journeys %s of %s ended: the customer replied", ended, customer_ref)
     return ended
-
-
-def waiting_key(customer_ref: str) -> str:
-    """The Redis key that exists while one of the customer's journeys waits for a reply."""
-    return Keys().journeys_waiting(customer_ref)
 
 
 def cancel(instance_id: int, by: str) -> bool:
