@@ -14,9 +14,10 @@ Receiving, per webhook request (``POST /webhooks/<name>/webhook``)::
        -> identity.resolve (+ owner, link codes, consent keywords) -> record_channel_use
        -> personal data masked (connectors.personal_data)
        -> UserMessage(sender_id=<customer id>, metadata=<signed TurnMetadata + extras>)
-       -> on_new_message -> the id is marked done (the tracker store marks it too,
+       -> on_new_message -> the id is marked done (the tracker store marks it,
           atomically with the save), so a crash before that means a redelivery
-          is processed, exactly once
+          is processed, exactly once; a push channel's replies go out after the
+          save (connectors.reply_outbox), then the id is marked sent
     -> build_response
 
 Socket.io, voice and journeys enter the same pipeline with ``process`` and an
@@ -66,7 +67,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors import consent, dedupe, linking, personal_data, server, turn_metrics, turn_trace
+from connectors import consent, dedupe, linking, personal_data, reply_outbox, server, turn_metrics, turn_trace
 from connectors.delivery import (  # noqa: F401 (re-exported: the connector interface)
     KIND_BUTTON,
     KIND_CONTACT,
@@ -145,6 +146,11 @@ class ThreadlineInput(InputChannel):
     credential_env: Dict[str, str] = {}
     credential_defaults: Dict[str, str] = {}
     unsupported_reply: str = UNSUPPORTED_REPLY
+    # Replies are calls to the platform's API: they go out once the turn is
+    # stored, and a redelivery of a stored turn resends what it holds
+    # (``connectors.reply_outbox``). Channels that answer in the webhook's
+    # response, or acknowledge on their own socket, leave it off.
+    holds_replies: bool = False
 
     @classmethod
     def name(cls) -> str:
@@ -430,12 +436,14 @@ class ThreadlineInput(InputChannel):
             logger.info("%s: ignored %s (trace %s)", self.name(), envelope.extra.get("type"), trace_id)
             return Outcome(envelope, "ignored", trace_id=trace_id)
         lease = uuid.uuid4().hex
-        claim, retry_after = await run_sync(self.claim_delivery, envelope, lease)
-        if claim == "limited":
-            return Outcome(envelope, "limited", trace_id=trace_id, retry_after=retry_after)
-        if claim != "claimed":
-            logger.info("%s: %s delivery of %s", self.name(), claim.replace("_", " "), envelope.message_id)
-            return Outcome(envelope, claim, trace_id=trace_id)
+        claim = await run_sync(self.claim_delivery, envelope, lease)
+        if claim.outcome == "limited":
+            return Outcome(envelope, "limited", trace_id=trace_id, retry_after=claim.retry_after)
+        if claim.outcome == "unsent":
+            return await self.resend_replies(delivery, envelope, claim.conversation_id or "", lease, trace_id)
+        if claim.outcome != "claimed":
+            logger.info("%s: %s delivery of %s", self.name(), claim.outcome.replace("_", " "), envelope.message_id)
+            return Outcome(envelope, claim.outcome, trace_id=trace_id)
         try:
             await self.before_processing(delivery, envelope)
             with tracing.span("threadline.identify", {tracing.CHANNEL: self.name()}):
@@ -462,12 +470,15 @@ class ThreadlineInput(InputChannel):
             await run_sync(self.mark_done, envelope)
             return Outcome(envelope, "unsupported", turn.customer_id, trace_id)
         message = UserMessage(
-            turn.text, output, turn.customer_id, input_channel=self.name(),
-            message_id=envelope.message_id, metadata=metadata,
+            turn.text, reply_outbox.HeldReplies(output) if self.holds_replies else output, turn.customer_id,
+            input_channel=self.name(), message_id=envelope.message_id, metadata=metadata,
         )
         try:
             with consent.replying(turn.customer_id, self.name()), tracing.span("threadline.rasa"):
                 await on_new_message(message)
+                # Rasa flushes them inside the conversation's lock (threadline.rasa_patches);
+                # this sends what a callback that is not Rasa's processor left held.
+                await reply_outbox.flush(message.output_channel)
         except Exception:
             # Not stored: release the claim so the platform's retry processes it.
             logger.exception("%s: the bot failed on message %s (trace %s)", self.name(), envelope.message_id, trace_id)
@@ -478,21 +489,52 @@ class ThreadlineInput(InputChannel):
 
     # -------------------------------------------------------------- delivery ids
 
-    def claim_delivery(self, envelope: Envelope, lease: str) -> Tuple[str, int]:
-        """(outcome, retry after) in one round trip: the sender's rate limit, then the claim.
+    def claim_delivery(self, envelope: Envelope, lease: str) -> dedupe.Claim:
+        """The sender's rate limit, then the claim, in one round trip.
 
         ``claimed``; ``duplicate`` (already stored) or ``in_progress`` (being
-        processed), not counted against the sender; or ``limited`` (over
-        ``RATE_LIMIT_PER_SENDER`` this minute, not claimed).
+        processed), not counted against the sender; ``limited`` (over
+        ``RATE_LIMIT_PER_SENDER`` this minute, not claimed, with its retry
+        after); or, when the channel ``holds_replies``, ``unsent`` (stored,
+        its replies to be resent under ``lease``).
         """
         budget = self.sender_budget
-        outcome, count, ttl = dedupe.claim_within(
+        claim = dedupe.claim_within(
             self.redis_client(), self.keys.dedupe(self.name(), envelope.message_id), lease,
             budget.key(self.keys, f"{envelope.channel}:{envelope.channel_user_id}"), budget.window, budget.limit,
+            self.keys.dedupe_resend(self.name(), envelope.message_id), self.holds_replies,
         )
-        if outcome == "limited":
-            logger.warning("%s: rate limit for a sender reached (%d messages this minute)", self.name(), count)
-        return outcome, ttl if outcome == "limited" else 0
+        if claim.outcome == "limited":
+            logger.warning("%s: rate limit for a sender reached (%d messages this minute)", self.name(), claim.count)
+        return claim
+
+    async def resend_replies(
+        self, delivery: Delivery, envelope: Envelope, conversation_id: str, lease: str, trace_id: str
+    ) -> Outcome:
+        """Send the replies a stored turn holds: the replica that stored it may have died before sending.
+
+        The replies are read back from the tracker store (the bot messages
+        after the customer's message, up to the turn's end); then the
+        delivery is ``sent``. A failure gives the resend lease up and fails
+        the delivery, so the platform's retry resends.
+        """
+        resend_key = self.keys.dedupe_resend(self.name(), envelope.message_id)
+        store = self.tracker_store(delivery.inbound.app)
+        try:
+            events = await run_sync(store.recent_events_sync, conversation_id) if store is not None else []
+            replies = reply_outbox.replies_of_turn(events, envelope.message_id) or []
+            output = self.output_channel_for(delivery, envelope)
+            with consent.replying(conversation_id, self.name()):
+                for reply in replies:
+                    await output.send_response(conversation_id, reply)
+        except Exception:
+            await run_sync(dedupe.release_resend, self.redis_client(), resend_key, lease)
+            raise
+        await run_sync(dedupe.resent, self.redis_client(), self.keys.dedupe(self.name(), envelope.message_id),
+                       resend_key, self.dedupe_ttl)
+        logger.warning("%s: message %s was stored but maybe not answered; resent its %d replies (trace %s)",
+                       self.name(), envelope.message_id, len(replies), trace_id)
+        return Outcome(envelope, "resent", conversation_id, trace_id)
 
     def release_delivery(self, envelope: Envelope, lease: str) -> None:
         """Give the claim up (only if it is still ours), so a redelivery is processed."""

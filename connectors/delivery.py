@@ -78,7 +78,7 @@ class Outcome:
     """What the pipeline did with one envelope."""
 
     envelope: Envelope
-    status: str  # processed | duplicate | in_progress | unsupported | ignored | failed | limited
+    status: str  # processed | duplicate | in_progress | unsupported | ignored | failed | limited | resent
     customer_id: Optional[str] = None
     trace_id: Optional[str] = None
     message: Optional[UserMessage] = None

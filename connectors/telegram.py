@@ -68,6 +68,7 @@ class TelegramInput(ThreadlineInput):
     """Receives Telegram webhook updates (credentials: see ``credential_env``)."""
 
     channel = "telegram"
+    holds_replies = True
     channel_label = "Telegram"
     credential_env = {
         "bot_token": "TELEGRAM_BOT_TOKEN",

@@ -50,7 +50,8 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:stepup:{h(channel:user)}:{record}", "string", "30 min or the call", "step-up passed for one order or appointment by one channel identity", "limits"),
     KeySpec("{p}:stepup:lock:{record}", "string", "`STEPUP_LOCK_SECONDS`", "step-up locked for a record after too many wrong answers", "limits"),
     # delivery
-    KeySpec("{p}:dedupe:{channel}:{message id}", "string", "`DEDUPE_TTL_SECONDS`", "`done` once the turn is stored; `lease:<t>` while it is being processed", "delivery"),
+    KeySpec("{p}:dedupe:{channel}:{message id}", "string", "`DEDUPE_TTL_SECONDS`", "`lease:<t>` while it is being processed; `done:<customer>` once the turn is stored; `sent` once its replies went out too", "delivery"),
+    KeySpec("{p}:dedupe-resend:{channel}:{message id}", "string", "2 min", "`lease:<t>` of the process resending a stored turn's replies (WhatsApp, Telegram)", "delivery"),
     KeySpec("{p}:payload:{channel}:{digest}", "string", "30 days", "a button payload too long for the platform", "delivery"),
     KeySpec("{p}:outbound:failed", "sorted set", "`OUTBOUND_FAILED_TTL_DAYS`", "undelivered messages by time, for `make replay-failed`", "delivery"),
     KeySpec("{p}:outbound:failed:{id}", "string", "`OUTBOUND_FAILED_TTL_DAYS`", "one undelivered message (customer, channel, response; no address)", "delivery"),
@@ -152,6 +153,10 @@ class Keys:
     def dedupe(self, channel: str, message_id: str) -> str:
         """``{p}:dedupe:{channel}:{message id}``."""
         return self._k("dedupe", channel, message_id)
+
+    def dedupe_resend(self, channel: str, message_id: str) -> str:
+        """``{p}:dedupe-resend:{channel}:{message id}``: who resends a stored turn's replies."""
+        return self._k("dedupe-resend", channel, message_id)
 
     def payload(self, channel: str, digest: str) -> str:
         """``{p}:payload:{channel}:{digest}``."""

@@ -44,6 +44,15 @@ behaviour is otherwise untouched.
    for the one call (a ``RemoteAction`` is built per prediction, so the
    shared endpoint is never touched), and the action server continues the
    trace (``threadline.action_server``).
+
+7. **A push channel's replies go out after the save, inside the lock.**
+   ``MessageProcessor.handle_message`` sends each reply as its action runs and
+   saves the turn at the end; a process killed in between has answered a turn
+   that is not stored, and the platform's retry answers it twice. Connectors
+   whose replies are API calls hold them (``connectors.reply_outbox``); here,
+   once ``handle_message`` has saved the turn, and before ``Agent`` releases
+   the conversation's lock (so two turns' replies never interleave), they are
+   sent. Any other output channel is untouched.
 """
 import functools
 from typing import Any, Dict
@@ -118,6 +127,7 @@ def install() -> None:
 
     log_privacy.install()
     _install_output_filter()
+    _install_replies_after_save()
     _install_fail_loudly()
     _install_tracing(RemoteAction)
     pii.warm_up()
@@ -139,6 +149,25 @@ def install() -> None:
 
     setattr(_validate_action_result, _INSTALLED, True)
     RemoteAction._validate_action_result = _validate_action_result
+
+
+def _install_replies_after_save() -> None:
+    from rasa.core.processor import MessageProcessor
+
+    original = MessageProcessor.handle_message
+    if getattr(original, _INSTALLED, False):
+        return
+
+    @functools.wraps(original)
+    async def handle_message(self: Any, message: Any) -> Any:
+        from connectors import reply_outbox
+
+        result = await original(self, message)
+        await reply_outbox.flush(message.output_channel)
+        return result
+
+    setattr(handle_message, _INSTALLED, True)
+    MessageProcessor.handle_message = handle_message
 
 
 def _install_fail_loudly() -> None:

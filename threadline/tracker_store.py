@@ -64,9 +64,9 @@ _STORED = "_threadline_stored"
 # it records ("" if none); last, the conversation id (the outbox entries' ``s``). An empty json means "read from this conversation,
 # so stored": if one such digest is missing (conversation deleted or merged
 # meanwhile), nothing is written and -1 returned, and the caller sends the
-# full events. A customer message's dedupe key is marked done in the same
-# script, so a redelivery after this save is a duplicate and one before it is
-# processed: exactly once.
+# full events. A customer message's dedupe key is marked done (with the
+# conversation id, ``connectors.dedupe``) in the same script, so a redelivery
+# after this save is a duplicate and one before it is processed: exactly once.
 _SAVE_LUA = """
 local ev, ss, dg, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local sender = ARGV[#ARGV]
@@ -81,7 +81,7 @@ for i = 3, #ARGV - 1, 4 do
     redis.call('RPUSH', ev, ARGV[i + 1])
     if outbox then redis.call('XADD', outbox, '*', 's', sender, 'd', ARGV[i], 'e', ARGV[i + 1]) end
     if ARGV[i + 2] == '1' and n > 0 then redis.call('RPUSH', ss, n) end
-    if ARGV[i + 3] ~= '' then redis.call('SET', ARGV[i + 3], 'done', 'EX', ARGV[2]) end
+    if ARGV[i + 3] ~= '' then redis.call('SET', ARGV[i + 3], 'done:' .. sender, 'EX', ARGV[2]) end
     n = n + 1
     added = added + 1
   end
@@ -308,6 +308,10 @@ class RedisEventLogTrackerStore(TrackerStore, SerializedTrackerAsText):
         return DialogueStateTracker.from_events(
             sender_id, events, self.domain.slots, max_event_history=self.max_event_history
         )
+
+    def recent_events_sync(self, conversation_id: Text, limit: int = 500) -> List[Dict[Text, Any]]:
+        """The conversation's last ``limit`` stored events, as dicts (blocking; no tracker is built)."""
+        return [ujson.loads(text) for text in self.red.lrange(self._keys(conversation_id)[0], -limit, -1)]
 
     async def exists(self, conversation_id: Text) -> bool:
         """Whether the conversation was ever saved (and has not expired)."""

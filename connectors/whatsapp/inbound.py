@@ -60,6 +60,7 @@ class WhatsAppInput(ThreadlineInput):
     """Receives WhatsApp Cloud API webhooks (credentials: see ``credential_env``)."""
 
     channel = "whatsapp"
+    holds_replies = True
     channel_label = "WhatsApp"
     credential_env = {
         "verify_token": "WHATSAPP_VERIFY_TOKEN",
