@@ -16,7 +16,6 @@ killed after the save and before its sends loses no reply. What is left is a
 kill between the platform accepting a reply and ``sent`` being written, one
 Redis write long; no platform API here takes an idempotency key to close it.
 """
-import copy
 import logging
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -51,7 +50,9 @@ class HeldReplies:
 
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
         """Hold the response until the turn is stored."""
-        self.held.append((recipient_id, copy.deepcopy(message)))
+        # Rasa builds each message afresh (BotUttered.message()); the output's
+        # dispatch pops its top-level keys, so a shallow copy keeps it whole.
+        self.held.append((recipient_id, dict(message)))
 
     async def flush(self) -> int:
         """Send what is held, in order, each once; the number sent by this call."""
