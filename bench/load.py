@@ -426,15 +426,28 @@ def cluster_running(work: Path, replicas: int, extra_env: Optional[dict] = None)
 
 def section_scale(args, work: Path) -> None:
     print(f"\n== 1. throughput and latency: {args.conversations} conversations, {args.seconds:g} s each", flush=True)
-    rows = []
+    from bench import turn_profile
+
+    rows, usage = [], []
+
+    def measured(url: str, label: str, stock_rest: bool = False) -> None:
+        before, started = turn_profile.cpu_seconds(), time.monotonic()
+        convs, wall = asyncio.run(drive(url, args.conversations, args.seconds, stock_rest=stock_rest))
+        after, elapsed = turn_profile.cpu_seconds(), time.monotonic() - started
+        rows.append(summary(label, convs, wall))
+        answered = sum(1 for conv in convs for _, ok in conv.sent if ok)
+        table = turn_profile.cpu_table(before, after, answered)
+        usage.append((label, sum(ms for _, ms in table) * answered / 1000 / elapsed, table))
+
     with stock_running(work / "stock") as stock:
-        convs, wall = asyncio.run(drive(stock.rasa_url, args.conversations, args.seconds, stock_rest=True))
-        rows.append(summary("stock rasa, 1 process (rest, Redis stores)", convs, wall))
+        measured(stock.rasa_url, "stock rasa, 1 process (rest, Redis stores)", stock_rest=True)
     for replicas in (1, 2):
         with cluster_running(work / f"r{replicas}", replicas) as (running, _):
-            convs, wall = asyncio.run(drive(running.rasa_url, args.conversations, args.seconds))
-            rows.append(summary(f"threadline, {replicas} replica(s) behind HAProxy", convs, wall))
+            measured(running.rasa_url, f"threadline, {replicas} replica(s) behind HAProxy")
     print_rows(rows)
+    print(f"  CPU in use on this machine ({os.cpu_count()} cores), and CPU per message by process:")
+    for label, busy, table in usage:
+        print(f"    {label}: {busy:.2f} cores busy; " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in table[:8]))
     one, two = rows[1]["msg/s"], rows[2]["msg/s"]
     print(f"  2 replicas / 1 replica: {two / one:.2f}x (target >= 1.6x; 2x is the limit on 2 cores)")
 
