@@ -1,9 +1,9 @@
 """The connector pipeline's metrics: one observation per turn that reached the bot (see ``threadline.metrics``).
 
 ``ThreadlineInput.handle_envelope`` is wrapped by ``measured_turn``. While the
-turn runs, the tracker Rasa saves is kept (``metrics.capturing_turn``; the
-tracker store calls ``metrics.note_saved``), so nothing is read back from
-Redis. When the envelope was processed by the bot (``on_new_message`` ran),
+turn runs, the latest turn of the tracker Rasa saves is kept
+(``metrics.capturing_turn``; the tracker store calls ``metrics.note_saved``),
+so nothing is read back from Redis. When the envelope was processed by the bot (``on_new_message`` ran),
 the turn's latency is recorded from the webhook's arrival
 (``Inbound.received``) to now, and from the saved tracker the top intent's
 confidence and whether the turn fell back. Duplicates, rate-limited,
@@ -29,7 +29,7 @@ def measured_turn(handle: Callable[..., Any]) -> Callable[..., Any]:
         if getattr(outcome, "status", None) == "processed" and getattr(outcome, "message", None) is not None:
             received = getattr(delivery.inbound, "received", None)
             seconds = time.monotonic() - received if received is not None else 0.0
-            metrics.observe_turn(self.name(), seconds, capture.tracker, envelope.message_id)
+            metrics.observe_turn(self.name(), seconds, capture.events, envelope.message_id)
         return outcome
 
     return wrapper

@@ -138,8 +138,8 @@ class TurnMetadata:
         return data
 
     def _reserved(self) -> Dict[str, Any]:
-        data = asdict(self)
-        data.pop("signed")
+        # Field by field: ``asdict`` deep-copies every value, a tenth of a millisecond per turn.
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["trust"] = self.trust.value
         data["origin"] = self.origin.value
         data["link_result"] = asdict(self.link_result) if self.link_result else None

@@ -150,9 +150,9 @@ def _never_raises(function: Callable[..., None]) -> Callable[..., None]:
 
 
 class TurnCapture:
-    """The tracker Rasa saved during one turn (set by the tracker store, read after the turn)."""
+    """The latest turn's events of the tracker Rasa saved during one turn (set by the tracker store)."""
 
-    tracker: Any = None
+    events: Optional[List[Any]] = None
 
 
 _capture: contextvars.ContextVar[Optional[TurnCapture]] = contextvars.ContextVar("threadline_metrics_turn",
@@ -161,7 +161,7 @@ _capture: contextvars.ContextVar[Optional[TurnCapture]] = contextvars.ContextVar
 
 @contextlib.contextmanager
 def capturing_turn() -> Iterator[TurnCapture]:
-    """Keep the tracker saved in this task (``note_saved``) for ``observe_turn``."""
+    """Keep the latest turn of the tracker saved in this task (``note_saved``) for ``observe_turn``."""
     capture = TurnCapture()
     token = _capture.set(capture)
     try:
@@ -171,31 +171,40 @@ def capturing_turn() -> Iterator[TurnCapture]:
 
 
 def note_saved(tracker: Any) -> None:
-    """The tracker store saved ``tracker``: the turn being measured, if any, reads it afterwards."""
+    """The tracker store saved ``tracker``: the turn being measured, if any, keeps its latest turn's events.
+
+    Only those: holding the tracker itself kept a whole session's events alive
+    past Rasa's turn, to be freed in the connector's frames instead of Rasa's.
+    """
     capture = _capture.get()
     if capture is not None:
-        capture.tracker = tracker
+        capture.events = latest_turn(tracker)
 
 
-def _turn_events(tracker: Any, message_id: Optional[str]) -> Optional[List[Any]]:
-    """The events of the customer's latest message and what the bot did after it (None: not this turn)."""
+def latest_turn(tracker: Any) -> Optional[List[Any]]:
+    """The customer's latest message and what the bot did after it (None: no message), read from the end."""
     from rasa.shared.core.events import UserUttered
 
-    events = list(getattr(tracker, "events", None) or [])
-    for index in range(len(events) - 1, -1, -1):
-        if isinstance(events[index], UserUttered):
-            if message_id and events[index].message_id and events[index].message_id != message_id:
-                return None
-            return events[index:]
+    turn: List[Any] = []
+    for event in reversed(getattr(tracker, "events", None) or ()):
+        turn.append(event)
+        if isinstance(event, UserUttered):
+            turn.reverse()
+            return turn
     return None
 
 
 @_never_raises
-def observe_turn(channel: str, seconds: float, tracker: Any = None, message_id: Optional[str] = None) -> None:
-    """One bot turn on ``channel`` (the input's own name): latency; confidence and fallback from the tracker."""
+def observe_turn(channel: str, seconds: float, events: Optional[List[Any]] = None,
+                 message_id: Optional[str] = None) -> None:
+    """One bot turn on ``channel`` (the input's own name): latency; confidence and fallback from its events.
+
+    ``events`` is ``latest_turn``'s; when its message is not ``message_id``, only the latency counts.
+    """
+    if events and message_id and events[0].message_id and events[0].message_id != message_id:
+        events = None
     label = channel_label(channel, running=True)
     TURN_LATENCY.labels(label).observe(max(0.0, seconds))
-    events = _turn_events(tracker, message_id) if tracker is not None else None
     if not events:
         return
     intent = events[0].intent or {}

@@ -289,3 +289,25 @@ def test_the_stack_gives_every_child_the_same_metrics_directory(tmp_path):
     expected = str((tmp_path / "metrics").resolve())
     assert stack.env["METRICS_DIR"] == expected == stack.env["PROMETHEUS_MULTIPROC_DIR"]
     assert str(stack.settings.metrics_dir) == expected  # what each child computes from the same environment
+
+
+def test_a_measured_turn_keeps_only_its_own_events_not_the_tracker():
+    import gc
+    import weakref
+
+    from rasa.shared.core.events import BotUttered
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    tracker = DialogueStateTracker.from_events("c_1", [
+        UserUttered("earlier", message_id="m-1"), BotUttered("hello"), ActionExecuted("action_listen"),
+        UserUttered("now", {"name": "greet", "confidence": 0.9}, message_id="m-2"), BotUttered("hi again"),
+    ])
+    with metrics.capturing_turn() as capture:
+        metrics.note_saved(tracker)
+    gone = weakref.ref(tracker)
+    del tracker
+    gc.collect()
+    assert gone() is None  # freed where Rasa's turn ends, not held for the metrics
+    assert [type(e).__name__ for e in capture.events] == ["UserUttered", "BotUttered"]
+    assert capture.events[0].message_id == "m-2"
+    assert metrics.latest_turn(DialogueStateTracker.from_events("c_2", [BotUttered("only the bot")])) is None
