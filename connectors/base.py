@@ -528,7 +528,7 @@ class ThreadlineInput(InputChannel):
                 for reply in replies:
                     await output.send_response(conversation_id, reply)
         except Exception:
-            await run_sync(dedupe.release_resend, self.redis_client(), resend_key, lease)
+            await run_sync(dedupe.release, self.redis_client(), resend_key, lease)
             raise
         await run_sync(dedupe.resent, self.redis_client(), self.keys.dedupe(self.name(), envelope.message_id),
                        resend_key, self.dedupe_ttl)

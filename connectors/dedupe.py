@@ -58,8 +58,8 @@ class Claim(NamedTuple):
 
 
 def claim_within(
-    redis: Any, key: str, lease: str, limit_key: str, window: int, limit: int,
-    resend_key: str = "", held_replies: bool = False,
+    redis: Any, key: str, lease: str, limit_key: str, window: int, limit: int, resend_key: str,
+    held_replies: bool = False,
 ) -> Claim:
     """Claim a delivery: ``claimed``, ``duplicate``, ``in_progress``, ``limited`` (not claimed), or ``unsent``.
 
@@ -68,7 +68,7 @@ def claim_within(
     """
     script = identity.script(redis, "dedupe-claim-within", _CLAIM_WITHIN_LUA)
     found = script(
-        keys=[key, limit_key, resend_key or f"{key}:resend"],
+        keys=[key, limit_key, resend_key],
         args=[LEASE_SECONDS, f"lease:{lease}", window, limit, "1" if held_replies else "0"],
         client=redis,
     )
@@ -77,7 +77,7 @@ def claim_within(
 
 
 def release(redis: Any, key: str, lease: str) -> None:
-    """Give a claim up, if it is still ``lease``'s."""
+    """Give a claim or a resend lease up, if it is still ``lease``'s (a given-up resend leaves ``done:``)."""
     identity.script(redis, "dedupe-release", _RELEASE_LUA)(keys=[key], args=[f"lease:{lease}"], client=redis)
 
 
@@ -93,7 +93,3 @@ def resent(redis: Any, key: str, resend_key: str, ttl: int) -> None:
     pipe.delete(resend_key)
     pipe.execute()
 
-
-def release_resend(redis: Any, resend_key: str, lease: str) -> None:
-    """Give a resend lease up, if it is still ``lease``'s (the key stays ``done:``, so a retry resends)."""
-    release(redis, resend_key, lease)

@@ -16,13 +16,10 @@ killed after the save and before its sends loses no reply. What is left is a
 kill between the platform accepting a reply and ``sent`` being written, one
 Redis write long; no platform API here takes an idempotency key to close it.
 """
-import logging
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from rasa.core.channels.channel import OutputChannel
 from rasa.shared.core.events import BotUttered, Event
-
-logger = logging.getLogger(__name__)
 
 USER = "user"
 BOT = "bot"

@@ -3,10 +3,10 @@
 ``ThreadlineInput.handle_envelope`` is wrapped by ``measured_turn``. While the
 turn runs, the latest turn of the tracker Rasa saves is kept
 (``metrics.capturing_turn``; the tracker store calls ``metrics.note_saved``),
-so nothing is read back from Redis. When the envelope was processed by the bot (``on_new_message`` ran),
-the turn's latency is recorded from the webhook's arrival
-(``Inbound.received``) to now, and from the saved tracker the top intent's
-confidence and whether the turn fell back. Duplicates, rate-limited,
+so nothing is read back from Redis. When the envelope was processed by the
+bot (``on_new_message`` ran), the turn's latency is recorded from the
+webhook's arrival (``Inbound.received``) to now, and from the saved turn the
+top intent's confidence and whether the turn fell back. Duplicates, rate-limited,
 unreadable and intercepted envelopes (opt-out keywords, link codes) are not
 bot turns and are not measured. Only the channel name is a label.
 """

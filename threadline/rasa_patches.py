@@ -154,14 +154,14 @@ def install() -> None:
 def _install_replies_after_save() -> None:
     from rasa.core.processor import MessageProcessor
 
+    from connectors import reply_outbox
+
     original = MessageProcessor.handle_message
     if getattr(original, _INSTALLED, False):
         return
 
     @functools.wraps(original)
     async def handle_message(self: Any, message: Any) -> Any:
-        from connectors import reply_outbox
-
         result = await original(self, message)
         await reply_outbox.flush(message.output_channel)
         return result

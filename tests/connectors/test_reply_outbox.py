@@ -153,7 +153,7 @@ def test_the_claim_tells_a_held_channel_to_resend_once_and_others_it_is_a_duplic
     first = claim("a")
     assert (first.outcome, first.conversation_id) == ("unsent", "c_42")
     assert claim("b").outcome == "in_progress"  # one resender at a time
-    dedupe.release_resend(redis, resend, "a")
+    dedupe.release(redis, resend, "a")
     assert claim("c").outcome == "unsent"
     dedupe.resent(redis, key, resend, 60)
     assert claim("d").outcome == "duplicate"
