@@ -227,12 +227,17 @@ def _iso(value: Optional[dt.datetime]) -> Optional[str]:
 
 
 def desk_channel() -> str:
-    """The Redis pub/sub channel the desk listens on."""
+    """The Redis pub/sub channel of case changes, which every desk hub follows."""
     return Keys().desk_channel()
 
 
-def publish(message: Dict[str, Any], redis: Any = None) -> None:
-    """Publish one desk notification; a Redis failure is logged, never raised.
+def desk_events_channel() -> str:
+    """The Redis pub/sub channel of conversation messages, followed only while a desk page is open."""
+    return Keys().desk_events_channel()
+
+
+def publish(message: Dict[str, Any], redis: Any = None, channel: Optional[str] = None) -> None:
+    """Publish one desk notification (on ``channel``, else the case channel); a Redis failure is logged, never raised.
 
     The database row is the truth; a lost notification only delays the
     desk until its next refresh.
@@ -242,7 +247,7 @@ def publish(message: Dict[str, Any], redis: Any = None) -> None:
             from threadline.redis_client import get_client
 
             redis = get_client()
-        redis.publish(desk_channel(), json.dumps(message, default=str))
+        redis.publish(channel or desk_channel(), json.dumps(message, default=str))
     except Exception:
         logger.exception("could not notify the agent desk")
 

@@ -84,7 +84,8 @@ LAYOUT: List[KeySpec] = [
     KeySpec("{p}:journeys:waiting:{customer}", "string", "30 days", "the customer has an active journey: their next message ends its wait", "journeys"),
     KeySpec("{p}:journeys:worker", "string", "lease, renewed", "the one journey worker allowed on SQLite (PostgreSQL runs several)", "journeys"),
     # desk
-    KeySpec("{p}:desk", "pub/sub channel", "-", "case changes and conversation events for every desk", "desk"),
+    KeySpec("{p}:desk", "pub/sub channel", "-", "case changes, followed by every desk server", "desk"),
+    KeySpec("{p}:desk:events", "pub/sub channel", "-", "customer, bot and agent messages; a server follows it only while a desk page is open on it", "desk"),
     KeySpec("{p}:desk:session:{sha256(id)}", "string", "`AGENT_SESSION_HOURS`", "one signed-in agent", "desk"),
 ]
 
@@ -258,8 +259,12 @@ class Keys:
 
     # desk
     def desk_channel(self) -> str:
-        """``{p}:desk``."""
+        """``{p}:desk`` (case changes)."""
         return self._k("desk")
+
+    def desk_events_channel(self) -> str:
+        """``{p}:desk:events`` (conversation messages, followed only while a desk page is open)."""
+        return self._k("desk", "events")
 
     def desk_session(self, digest: str) -> str:
         """``{p}:desk:session:{sha256(id)}``."""

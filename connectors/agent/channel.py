@@ -400,6 +400,7 @@ class AgentDeskInput(InputChannel):
         subscriber = self.hub.subscribe(session.agent, case.id if case else None,
                                         case.customer_ref if case else None)
         try:
+            await self.hub.following()  # "hello" promises that every message from now on is streamed
             stream = await request.respond(
                 content_type="text/event-stream",
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

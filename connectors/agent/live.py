@@ -1,11 +1,13 @@
 """Live updates for the agent desk: conversation events in, server-sent events out.
 
-Two sources publish on the Redis channel ``threadline.handoff.desk_channel()``:
+Two sources publish on Redis channels:
 
 * ``threadline.handoff.notify`` whenever a case changes (the action server
-  when it opens one, the desk when an agent acts);
+  when it opens one, the desk when an agent acts), on
+  ``handoff.desk_channel()``;
 * ``DeskEventBroker``, a Rasa event broker, for every customer, bot and agent
-  message and every pause/resume, as the tracker store saves them.
+  message and every pause/resume, as the tracker store saves them, on
+  ``handoff.desk_events_channel()``.
 
 Rasa's tracker store hands each new event to its event broker. The desk
 attaches ``DeskEventBroker`` at server start (keeping any broker
@@ -14,8 +16,11 @@ directly: ``event_broker: {type: connectors.agent.live.DeskEventBroker}``.
 Going through Redis keeps every rasa instance's desk up to date, whichever
 instance handled the message.
 
-``DeskHub`` (one per server) subscribes once and fans each notification out
-to the open desk pages, each seeing only what its agent may see.
+``DeskHub`` (one per server) follows the case channel always, to keep its
+index of open cases, and the busy message channel only while a desk page is
+open on that server: a replica nobody watches does not decode every
+conversation's messages. It fans each notification out to the open pages,
+each seeing only what its agent may see.
 """
 import asyncio
 import json
@@ -33,6 +38,9 @@ logger = logging.getLogger(__name__)
 CONVERSATION_EVENTS = {"user", "bot", "pause", "resume"}
 SUBSCRIBER_BUFFER = 500
 REFRESH_SECONDS = 30
+# How often the listener looks up from Redis to follow, or stop following, the message channel.
+POLL_SECONDS = 0.25
+FOLLOW_TIMEOUT_SECONDS = 5.0
 
 
 def slim_event(event: Dict[str, Any]) -> Dict[str, Any]:
@@ -67,7 +75,8 @@ class DeskEventBroker(EventBroker):
         """Forward a customer/bot/agent message or a pause/resume; ignore the rest."""
         if event.get("event") in CONVERSATION_EVENTS and event.get("sender_id"):
             handoff.publish(
-                {"type": "event", "conversation": event["sender_id"], "event": slim_event(event)}, self._redis
+                {"type": "event", "conversation": event["sender_id"], "event": slim_event(event)}, self._redis,
+                handoff.desk_events_channel(),
             )
 
     def is_ready(self) -> bool:
@@ -149,6 +158,8 @@ class DeskHub:
         # Open cases by conversation id, so a message can be routed to its case.
         self.open_cases: Dict[str, Dict[str, Any]] = {}
         self._task: Optional[asyncio.Task] = None
+        # Set once Redis confirmed the subscription to the message channel; clear while not following it.
+        self._following = asyncio.Event()
 
     async def start(self) -> None:
         """Load the open cases and start listening (once)."""
@@ -178,30 +189,53 @@ class DeskHub:
 
         from threadline.redis_client import redis_url
 
+        cases, events = handoff.desk_channel(), handoff.desk_events_channel()
         while True:
             client = None
             try:
                 url = self._redis_url or await asyncio.to_thread(redis_url)
                 client = aioredis.from_url(url)
                 pubsub = client.pubsub()
-                await pubsub.subscribe(handoff.desk_channel())
+                await pubsub.subscribe(cases)
+                following = False
                 refresh_at = 0.0
                 while True:
                     if time.monotonic() >= refresh_at:
                         # Catch up on whatever changed while not subscribed (or a lost notification).
                         await self.refresh()
                         refresh_at = time.monotonic() + REFRESH_SECONDS
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message.get("type") == "message":
+                    if bool(self.subscribers) != following:
+                        following = not following
+                        if following:
+                            await pubsub.subscribe(events)
+                        else:
+                            self._following.clear()
+                            await pubsub.unsubscribe(events)
+                    message = await pubsub.get_message(timeout=POLL_SECONDS)
+                    if message is None:
+                        continue
+                    if message.get("type") == "message":
                         self.dispatch(json.loads(message["data"]))
+                    elif message.get("type") == "subscribe" and message.get("channel") == events.encode():
+                        self._following.set()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("agent desk: lost the Redis subscription; retrying")
                 await asyncio.sleep(1)
             finally:
+                self._following.clear()
                 if client is not None:
                     await client.close()
+
+    async def following(self, timeout: float = FOLLOW_TIMEOUT_SECONDS) -> bool:
+        """Wait until conversation messages reach this hub (a page is subscribed); False if Redis did not confirm."""
+        try:
+            await asyncio.wait_for(self._following.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            logger.warning("agent desk: Redis did not confirm the message subscription within %.0f s", timeout)
+            return False
 
     def subscribe(self, agent: str, case_id: Optional[int] = None, conversation: Optional[str] = None) -> Subscriber:
         """Register an open page (a case page names its case and conversation)."""

@@ -9,6 +9,7 @@ DATABASE_URL).
 import asyncio
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -422,6 +423,36 @@ def test_new_cases_and_customer_messages_stream_to_the_desk(desk):
         asyncio.run(desk.store.save(tracker))
         data, _ = stream.next("message", where=lambda d: d["case"] == case_id)
         assert data["event"]["text"] == "are you there?" and data["event"]["channel"] == "whatsapp"
+
+
+def _message_channel_listeners() -> int:
+    return dict(identity._redis(None).pubsub_numsub(handoff.desk_events_channel()))[
+        handoff.desk_events_channel().encode()]
+
+
+def _eventually(check, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.05)
+
+
+def test_the_desk_follows_conversation_messages_only_while_a_page_is_open(desk):
+    customer, case_id = whatsapp_customer(desk, wa_id="15551230009")
+    alice = desk.sign_in("alice")
+    with desk.stream(alice) as stream:  # returns after "hello": the hub follows the messages by then
+        assert _message_channel_listeners() == 1
+        tracker = desk.store._retrieve(customer, all_sessions=False)
+        tracker.update(UserUttered("still there?", {"name": "greet", "confidence": 0.9},
+                                   metadata={"channel": "whatsapp"}))
+        asyncio.run(desk.store.save(tracker))
+        data, _ = stream.next("message", where=lambda d: d["case"] == case_id)
+        assert data["event"]["text"] == "still there?"
+    # The page closed: no replica decodes every conversation's messages for nobody.
+    _eventually(lambda: _message_channel_listeners() == 0)
+    # Case changes are still followed, to keep the open-case index current.
+    handoff.notify(cases.get_case(case_id), "accepted")
+    assert dict(identity._redis(None).pubsub_numsub(handoff.desk_channel()))[handoff.desk_channel().encode()] >= 1
 
 
 def test_a_case_stream_only_carries_that_case(desk):
