@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import signal
 import sys
 import uuid
 from typing import Any, Dict, List, Optional, Protocol, Tuple
+
+import ujson
 
 from threadline import redis_client
 from threadline import settings as settings_module
@@ -62,7 +63,7 @@ class Publisher(Protocol):
 def outbox_event(fields: Dict[bytes, bytes]) -> Dict[str, Any]:
     """The broker message for one outbox entry: Rasa's event JSON with ``sender_id`` and ``event_id``."""
     sender = fields[b"s"].decode()
-    event = json.loads(fields[b"e"])
+    event = ujson.loads(fields[b"e"])
     event["sender_id"] = sender
     event["event_id"] = f"{sender}:{fields[b'd'].decode()}"
     return event
@@ -145,9 +146,11 @@ class SqlPublisher:
         self.broker = SQLEventBroker(host=database_url)  # Rasa takes a whole URL as the host
 
     def _write(self, events: List[Dict[str, Any]]) -> None:
+        # One multi-row INSERT of Rasa's table, not an ORM object per event (a third of the relay's CPU).
+        rows = [{"sender_id": e.get("sender_id"), "data": ujson.dumps(e, escape_forward_slashes=False)}
+                for e in events]
         with self.broker.session_scope() as session:
-            session.add_all([self.broker.SQLBrokerEvent(sender_id=e.get("sender_id"), data=json.dumps(e))
-                             for e in events])
+            session.execute(self.broker.SQLBrokerEvent.__table__.insert(), rows)
             session.commit()
 
     async def publish(self, events: List[Dict[str, Any]]) -> None:

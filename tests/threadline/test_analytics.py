@@ -82,10 +82,10 @@ def totals_for(report, channel="all"):
     return row
 
 
-def test_kpis_from_scripted_conversations_equal_the_hand_counted_values(fresh):
-    # Two contained web sessions; one WhatsApp session handed off; one WhatsApp session with a fallback
-    # whose customer came back within 24 h (not contained); a switch WhatsApp -> Telegram with the
-    # order task resumed; a switch with a given slot asked again.
+def scripted_conversations():
+    """Two contained web sessions; one WhatsApp session handed off; one WhatsApp session with a fallback
+    whose customer came back within 24 h (not contained); a switch WhatsApp -> Telegram with the
+    order task resumed; a switch with a given slot asked again."""
     contained = [Script().session().user("ask_faq", "webchat").bot("utter_faq", 0.4)
                  .user("say_thanks", "webchat").bot("utter_youre_welcome") for _ in range(2)]
     handed = (Script().session().user("request_human", "whatsapp").bot("utter_handoff", 1.0)
@@ -98,7 +98,11 @@ def test_kpis_from_scripted_conversations_equal_the_hand_counted_values(fresh):
                .slot("continuity_acknowledged", "m1").bot("utter_continue_task"))
     reasked = (Script().session().user("check_order", "whatsapp").slot("order_number", "482913").bot()
                .user("check_order", "webchat").bot("utter_ask_order_number"))
-    scripts = contained + [handed, back, resumed, reasked]
+    return contained + [handed, back, resumed, reasked]
+
+
+def test_kpis_from_scripted_conversations_equal_the_hand_counted_values(fresh):
+    scripts = scripted_conversations()
     publish(scripts)
     consumer.catch_up()
 
@@ -155,6 +159,72 @@ def test_handoff_and_feedback_kpis_come_from_the_cases_and_answers(fresh):
     total = totals_for(kpis.report(today, today, customers=[who]))
     assert total["handoff_cases"] == 1 and total["handoffs_accepted"] == 1.0 and total["handoffs_resolved"] == 1.0
     assert total["time_to_accept_seconds"] is not None and total["csat"] == round(2 / 3, 4)
+
+
+def folded(scripts):
+    """What the analytics tables hold of ``scripts``' customers, in script order (ids and customers left out)."""
+    order = {s.customer: n for n, s in enumerate(scripts)}
+
+    def rows(session, model, *fields):
+        found = session.scalars(select(model).where(model.customer_ref.in_(order))).all()
+        return sorted((order[row.customer_ref],) + tuple(getattr(row, f) for f in fields) for row in found)
+
+    with session_scope() as session:
+        return (
+            rows(session, AnalyticsSession, "channel", "started_at", "last_at", "turns", "fallbacks", "handoff",
+                 "contact_back_24h", "first_response_ms"),
+            rows(session, AnalyticsTurn, "channel", "at", "intent", "confidence", "fallback", "response_ms"),
+            rows(session, AnalyticsSwitch, "from_channel", "to_channel", "task_open", "resumed", "slots_carried",
+                 "reasked"),
+        )
+
+
+def test_folding_one_event_at_a_time_or_all_at_once_gives_the_same_tables(fresh):
+    # A batch keeps the customers' state and rows in memory and writes them back once: a turn answered in
+    # the next batch, a switch resumed three batches later, must come out as if folded in one go.
+    singly = scripted_conversations()
+    publish(singly)
+    while consumer.sql_once(batch=1):
+        pass
+    together = scripted_conversations()
+    publish(together)
+    consumer.catch_up()
+    assert folded(singly) == folded(together)
+    assert len(folded(singly)[1]) == 11 and len(folded(singly)[2]) == 2
+
+
+def test_a_batch_reads_its_customers_state_in_a_few_queries_not_one_per_event(fresh):
+    from sqlalchemy import event
+
+    from threadline.db.session import get_engine
+
+    first = [Script().session().user("greet", "whatsapp").bot() for _ in range(20)]
+    publish(first)
+    consumer.catch_up()
+    # The same 20 customers again, 3 turns each: their state, sessions and turns are in the database now.
+    again = []
+    for script in first:
+        before = len(script.events)
+        for _ in range(3):
+            script.user("check_order", "webchat").bot().slot("order_number", "482913")
+        again.append(type("More", (), {"events": script.events[before:]})())
+    publish(again)
+    selects = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(get_engine(), "before_cursor_execute", count)
+    try:
+        assert consumer.sql_once(batch=500) == 20 * 3 * 3
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", count)
+    # The checkpoint, Rasa's table, the events seen, the states, the open sessions: a handful of queries
+    # whatever the batch holds, not one or two per event (there are 180; the consumer used to make 344).
+    assert len(selects) <= 8, selects
+    turns = folded(first)[1]
+    assert len(turns) == 20 * 4 and all(t[6] is not None for t in turns)  # every turn answered
 
 
 def test_an_event_delivered_twice_or_a_consumer_restarted_mid_stream_counts_once(fresh):

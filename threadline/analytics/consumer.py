@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import json
 import logging
 import signal
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+import ujson
 from sqlalchemy import select
 
 from threadline import settings as settings_module
@@ -66,6 +66,8 @@ def apply_batch(events: Iterable[Tuple[str, Dict[str, Any]]], checkpoint: Option
         ids = {str(e.get("event_id")) for _, e in pairs if e.get("event_id")}
         seen = set(session.scalars(select(AnalyticsSeen.event_id).where(AnalyticsSeen.event_id.in_(ids)))) if ids else set()
         folder = Folder(session, asked_slots())
+        folder.preload(customer for customer, _ in pairs)
+        counted = []
         for customer, event in pairs:
             event_id = event.get("event_id")
             if event_id:
@@ -73,9 +75,12 @@ def apply_batch(events: Iterable[Tuple[str, Dict[str, Any]]], checkpoint: Option
                 if event_id in seen:
                     continue
                 seen.add(event_id)
-                session.add(AnalyticsSeen(event_id=event_id))
+                counted.append({"event_id": event_id})
             folder.apply(customer, event)
             new += 1
+        folder.finish()
+        if counted:
+            session.execute(AnalyticsSeen.__table__.insert(), counted)
         if checkpoint is not None:
             source, position = checkpoint
             row = session.get(AnalyticsCheckpoint, source)
@@ -112,7 +117,7 @@ def sql_once(batch: int = BATCH) -> int:
     pairs = []
     for _, sender, data in rows:
         try:
-            event = json.loads(data)
+            event = ujson.loads(data)
         except (TypeError, ValueError):
             logger.warning("analytics: an event that is not JSON skipped")
             continue
@@ -183,7 +188,7 @@ async def run_rabbitmq(stop: asyncio.Event, url: str, queue_name: str, once: boo
                 pairs = []
                 for message in messages:
                     try:
-                        event = json.loads(message.body)
+                        event = ujson.loads(message.body)
                     except ValueError:
                         continue
                     pairs.append((event.get("sender_id"), event))

@@ -24,7 +24,9 @@ What each event does:
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+from sqlalchemy import select
 
 from threadline.db.models import AnalyticsSession, AnalyticsState, AnalyticsSwitch, AnalyticsTurn
 
@@ -52,33 +54,76 @@ class Folder:
         self.session = session
         self.asked = frozenset(asked_slots)
         self.states: Dict[str, AnalyticsState] = {}
+        self.working: Dict[str, Dict[str, Any]] = {}  # the batch's states as the events change them
+        # The rows this batch touched, held here: SQLAlchemy's identity map holds clean rows only weakly,
+        # so without this every event read its session (and turn) back from the database once more.
+        self.rows: Dict[Tuple[type, int], Any] = {}
+
+    def preload(self, customers: Iterable[str]) -> None:
+        """Read the batch's customers' states and open sessions in two queries, not one query per customer."""
+        wanted = [c for c in set(customers) if c not in self.states]
+        if not wanted:
+            return
+        for row in self.session.scalars(select(AnalyticsState).where(AnalyticsState.customer_ref.in_(wanted))):
+            self.states[row.customer_ref] = row
+        for customer in wanted:
+            if customer not in self.states:  # a customer seen for the first time
+                self.states[customer] = AnalyticsState(customer_ref=customer, state={})
+                self.session.add(self.states[customer])
+        sessions = {(row.state or {}).get("session") for row in self.states.values()} - {None}
+        sessions = [key for key in sessions if (AnalyticsSession, key) not in self.rows]
+        if sessions:
+            for row in self.session.scalars(select(AnalyticsSession).where(AnalyticsSession.id.in_(sessions))):
+                self.rows[(AnalyticsSession, row.id)] = row
+
+    def _get(self, model: type, key: Optional[int]) -> Any:
+        """The row of ``model`` with primary key ``key`` (None if ``key`` is empty or the row is gone)."""
+        if not key:
+            return None
+        row = self.rows.get((model, key))
+        if row is None:
+            row = self.session.get(model, key)
+            if row is not None:
+                self.rows[(model, key)] = row
+        return row
+
+    def _added(self, row: Any) -> Any:
+        """Add a new row and flush it for its id, keeping it for the batch."""
+        self.session.add(row)
+        self.session.flush()
+        self.rows[(type(row), row.id)] = row
+        return row
 
     # ----------------------------------------------------------------- state
 
     def _state(self, customer: str) -> Dict[str, Any]:
-        row = self.states.get(customer)
-        if row is None:
-            row = self.session.get(AnalyticsState, customer)
+        state = self.working.get(customer)
+        if state is None:
+            row = self.states.get(customer)
             if row is None:
-                row = AnalyticsState(customer_ref=customer, state={})
-                self.session.add(row)
-            self.states[customer] = row
-        return dict(row.state or {})
+                row = self.session.get(AnalyticsState, customer)
+                if row is None:
+                    row = AnalyticsState(customer_ref=customer, state={})
+                    self.session.add(row)
+                self.states[customer] = row
+            state = self.working[customer] = dict(row.state or {})
+        return state
 
-    def _save(self, customer: str, state: Dict[str, Any]) -> None:
-        self.states[customer].state = state
+    def finish(self) -> None:
+        """Write the customers' states back, once per batch (not at every flush the batch makes)."""
+        for customer, state in self.working.items():
+            self.states[customer].state = state
+        self.working = {}
 
     def _session_row(self, state: Dict[str, Any]) -> Optional[AnalyticsSession]:
-        return self.session.get(AnalyticsSession, state["session"]) if state.get("session") else None
+        return self._get(AnalyticsSession, state.get("session"))
 
     def _new_session(self, customer: str, state: Dict[str, Any], at: dt.datetime) -> AnalyticsSession:
         previous = self._session_row(state)
         if previous is not None and at - previous.last_at <= CONTACT_BACK and previous.turns:
             previous.contact_back_24h = True
-        row = AnalyticsSession(customer_ref=customer, started_at=at, last_at=at, turns=0, fallbacks=0,
-                               handoff=False, contact_back_24h=False)
-        self.session.add(row)
-        self.session.flush()
+        row = self._added(AnalyticsSession(customer_ref=customer, started_at=at, last_at=at, turns=0, fallbacks=0,
+                                           handoff=False, contact_back_24h=False))
         state.update(session=row.id, waiting=None, last_turn=None)
         return row
 
@@ -100,7 +145,6 @@ class Folder:
             session = self._session_row(state)
             if session is not None and at > session.last_at:
                 session.last_at = at
-        self._save(customer, state)
 
     def _on_user(self, customer: str, state: Dict[str, Any], event: Dict[str, Any], at: dt.datetime) -> None:
         metadata = event.get("metadata") or {}
@@ -108,14 +152,12 @@ class Folder:
         intent = ((event.get("parse_data") or {}).get("intent") or {})
         name = intent.get("name")
         confidence = intent.get("confidence")
-        turn = AnalyticsTurn(
+        turn = self._added(AnalyticsTurn(
             session_id=state.get("session"), customer_ref=customer, channel=channel, at=at,
             intent=(name or None) and str(name)[:64],
             confidence=int(round(float(confidence) * 1000)) if isinstance(confidence, (int, float)) else None,
             fallback=name in FALLBACK_INTENTS,
-        )
-        self.session.add(turn)
-        self.session.flush()
+        ))
         session = self._session_row(state)
         if session is not None:
             session.turns += 1
@@ -127,17 +169,15 @@ class Folder:
         previous = state.get("channel")
         if channel and previous and channel != previous:
             given = sorted(slot for slot, filled in (state.get("slots") or {}).items() if filled)
-            switch = AnalyticsSwitch(customer_ref=customer, from_channel=previous, to_channel=channel, at=at,
-                                     task_open=bool(state.get("loop")), resumed=False, slots_carried=len(given),
-                                     reasked=False)
-            self.session.add(switch)
-            self.session.flush()
+            switch = self._added(AnalyticsSwitch(customer_ref=customer, from_channel=previous, to_channel=channel,
+                                                 at=at, task_open=bool(state.get("loop")), resumed=False,
+                                                 slots_carried=len(given), reasked=False))
             state.update(switch=switch.id, switch_slots=given)
         if channel:
             state["channel"] = channel
 
     def _switch(self, state: Dict[str, Any]) -> Optional[AnalyticsSwitch]:
-        return self.session.get(AnalyticsSwitch, state["switch"]) if state.get("switch") else None
+        return self._get(AnalyticsSwitch, state.get("switch"))
 
     def _reasked(self, state: Dict[str, Any], slot: Optional[str]) -> None:
         if slot and slot in (state.get("switch_slots") or []):
@@ -150,7 +190,7 @@ class Folder:
         if metadata.get("journey") or metadata.get("agent"):
             return  # the bot writing on its own, or a person: not the bot's answer to a turn
         if state.get("waiting"):
-            turn = self.session.get(AnalyticsTurn, state["waiting"])
+            turn = self._get(AnalyticsTurn, state["waiting"])
             if turn is not None:
                 turn.response_ms = max(0, int((at - turn.at).total_seconds() * 1000))
                 session = self._session_row(state)
@@ -163,7 +203,7 @@ class Folder:
 
     def _on_action(self, customer: str, state: Dict[str, Any], event: Dict[str, Any], at: dt.datetime) -> None:
         if event.get("name") in FALLBACK_ACTIONS and state.get("last_turn"):
-            turn = self.session.get(AnalyticsTurn, state["last_turn"])
+            turn = self._get(AnalyticsTurn, state["last_turn"])
             if turn is not None and not turn.fallback:
                 turn.fallback = True
                 session = self._session_row(state)
