@@ -53,6 +53,15 @@ behaviour is otherwise untouched.
    once ``handle_message`` has saved the turn, and before ``Agent`` releases
    the conversation's lock (so two turns' replies never interleave), they are
    sent. Any other output channel is untouched.
+
+8. **Request bodies are encoded with ujson.** Rasa posts the whole tracker
+   (every event of the session) to the action server on every custom action,
+   through aiohttp's ``json=``, which encodes with the standard library:
+   8.6% of a saturated replica's CPU in the load test's profile. ujson (which
+   Rasa already pins, and which Sanic on the action server side already
+   decodes with) encodes the same body 2.5x faster; the bytes decode to the
+   same value, and are sent with the same ``Content-Type``. Only
+   ``EndpointConfig.request``'s JSON bodies change.
 """
 import functools
 from typing import Any, Dict
@@ -130,6 +139,7 @@ def install() -> None:
     _install_replies_after_save()
     _install_fail_loudly()
     _install_tracing(RemoteAction)
+    _install_fast_request_json()
     pii.warm_up()
     _install_action_token(RemoteAction)
     if getattr(RemoteAction._validate_action_result, _INSTALLED, False):
@@ -149,6 +159,30 @@ def install() -> None:
 
     setattr(_validate_action_result, _INSTALLED, True)
     RemoteAction._validate_action_result = _validate_action_result
+
+
+def _json_body(value: Any) -> bytes:
+    import ujson
+
+    return ujson.dumps(value, escape_forward_slashes=False).encode()
+
+
+def _install_fast_request_json() -> None:
+    from rasa.utils.endpoints import EndpointConfig
+
+    original = EndpointConfig.request
+    if getattr(original, _INSTALLED, False):
+        return
+
+    @functools.wraps(original)
+    async def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if (kwargs.get("json") is not None and "data" not in kwargs and not args
+                and kwargs.get("content_type", "application/json") == "application/json"):
+            kwargs["data"] = _json_body(kwargs.pop("json"))
+        return await original(self, *args, **kwargs)
+
+    setattr(request, _INSTALLED, True)
+    EndpointConfig.request = request
 
 
 def _install_replies_after_save() -> None:
