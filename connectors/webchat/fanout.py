@@ -38,7 +38,18 @@ STREAM = "stream"
 
 
 class JsonRedisManager(AsyncRedisManager):
-    """``AsyncRedisManager`` with JSON messages (never pickle) on a prefixed channel."""
+    """``AsyncRedisManager`` with JSON messages (never pickle) on a prefixed channel.
+
+    Publishing holds one connection (``single_connection_client``): redis-py's
+    asyncio pool checks a connection each time it lends it with a read under a
+    zero timeout, a task cancellation per command, which the load test's
+    profile put at up to 0.9% of a replica's CPU for socket.io's publishes.
+    """
+
+    def __init__(self, url: str, channel: str, **kwargs: Any) -> None:
+        options = dict(kwargs.pop("redis_options", None) or {})
+        options.setdefault("single_connection_client", True)
+        super().__init__(url, channel=channel, redis_options=options, **kwargs)
 
     async def _publish(self, data: Dict[str, Any]) -> Any:
         payload = json.dumps(data)
