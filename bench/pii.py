@@ -196,6 +196,7 @@ def bench_stack(sample):
     from tests.conftest import TEST_SECRETS, free_port
     from tests.support import payloads as p
     from tests.support.recorder import Recorder
+    from threadline.keys import Keys
     from threadline.stack import Stack
 
     var_dir = tempfile.mkdtemp(prefix="threadline-bench-pii-")
@@ -210,7 +211,8 @@ def bench_stack(sample):
             with Stack(rasa_port=free_port(), action_port=free_port(), env=env) as stack:
                 redis = redis_lib.Redis.from_url(stack.env["REDIS_URL"])
                 listener = redis.pubsub()
-                listener.subscribe("benchpii:desk")
+                desk_keys = Keys("benchpii")
+                listener.subscribe(desk_keys.desk_channel(), desk_keys.desk_events_channel())
                 stop = threading.Event()
 
                 def listen():
