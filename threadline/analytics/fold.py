@@ -48,7 +48,12 @@ def _iso(value: dt.datetime) -> str:
 
 
 class Folder:
-    """Applies events to the analytics tables within one database session."""
+    """Applies events to the analytics tables within one database session.
+
+    One per batch: ``preload`` the batch's customers, ``apply`` each event in
+    order, then ``finish`` (which writes the customers' states) before the
+    transaction commits.
+    """
 
     def __init__(self, session: Any, asked_slots: Iterable[str]) -> None:
         self.session = session
