@@ -66,6 +66,8 @@ behaviour is otherwise untouched.
 import functools
 from typing import Any, Dict
 
+import ujson
+
 _INSTALLED = "_threadline_compiled_validator"
 
 
@@ -162,8 +164,6 @@ def install() -> None:
 
 
 def _json_body(value: Any) -> bytes:
-    import ujson
-
     return ujson.dumps(value, escape_forward_slashes=False).encode()
 
 

@@ -46,9 +46,8 @@ class JsonRedisManager(AsyncRedisManager):
     profile put at up to 0.9% of a replica's CPU for socket.io's publishes.
     """
 
-    def __init__(self, url: str, channel: str, **kwargs: Any) -> None:
-        options = dict(kwargs.pop("redis_options", None) or {})
-        options.setdefault("single_connection_client", True)
+    def __init__(self, url: str, channel: str, redis_options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
+        options = {"single_connection_client": True, **(redis_options or {})}
         super().__init__(url, channel=channel, redis_options=options, **kwargs)
 
     async def _publish(self, data: Dict[str, Any]) -> Any:

@@ -104,14 +104,8 @@ class Folder:
     def _state(self, customer: str) -> Dict[str, Any]:
         state = self.working.get(customer)
         if state is None:
-            row = self.states.get(customer)
-            if row is None:
-                row = self.session.get(AnalyticsState, customer)
-                if row is None:
-                    row = AnalyticsState(customer_ref=customer, state={})
-                    self.session.add(row)
-                self.states[customer] = row
-            state = self.working[customer] = dict(row.state or {})
+            self.preload([customer])  # nothing to read if the batch preloaded its customers
+            state = self.working[customer] = dict(self.states[customer].state or {})
         return state
 
     def finish(self) -> None:
